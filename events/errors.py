@@ -1,0 +1,117 @@
+"""Errors raised by the relay, grouped by what the caller must do about them.
+
+    RelayError
+    ├── TransientError          retry later: the batch is redelivered, the checkpoint stays
+    │   ├── PublishUnavailableError     Service Bus unreachable, busy, timed out or refusing
+    │   ├── StoreUnavailableError       Cosmos DB throttled (429) or unavailable (503, 408, ...)
+    │   └── LeaseLostError              another instance owns the lease now
+    └── PermanentError          retrying cannot help: quarantine the document or fix the input
+        ├── SettingsError               a missing or bad setting or topology file
+        ├── MappingError                a document that cannot become an event
+        │   └── InvalidDocumentError    the document misses or has bad required fields
+        ├── EventTooLargeError          an event bigger than the entity accepts
+        ├── OutboxError                 the application-side outbox writer refused or failed
+        │   ├── OutboxConflictError         an entity or event with that id already exists
+        │   ├── OutboxTooManyOperationsError more than 100 operations in one batch
+        │   ├── OutboxTooLargeError         the batch is over 2 MB
+        │   └── PartitionKeyMismatchError   an event in another partition than its entity
+        └── ConcurrencyConflictError    an event-store append lost against another writer
+
+``is_transient`` is the one question hosts ask: transient errors make the host retry the whole
+batch; permanent ones are handled inside the batch (quarantine) or reported to the caller.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConcurrencyConflictError",
+    "EventTooLargeError",
+    "InvalidDocumentError",
+    "LeaseLostError",
+    "MappingError",
+    "OutboxConflictError",
+    "OutboxError",
+    "OutboxTooLargeError",
+    "OutboxTooManyOperationsError",
+    "PartitionKeyMismatchError",
+    "PermanentError",
+    "PublishUnavailableError",
+    "RelayError",
+    "SettingsError",
+    "StoreUnavailableError",
+    "TransientError",
+    "is_transient",
+]
+
+
+class RelayError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    transient: bool = False
+
+
+class TransientError(RelayError):
+    """The same operation may succeed later; never quarantine because of it."""
+
+    transient = True
+
+
+class PermanentError(RelayError):
+    """The same input will fail again; retrying only blocks the feed."""
+
+
+class PublishUnavailableError(TransientError):
+    pass
+
+
+class StoreUnavailableError(TransientError):
+    pass
+
+
+class LeaseLostError(TransientError):
+    pass
+
+
+class SettingsError(PermanentError):
+    pass
+
+
+class MappingError(PermanentError):
+    pass
+
+
+class InvalidDocumentError(MappingError):
+    pass
+
+
+class EventTooLargeError(PermanentError):
+    pass
+
+
+class OutboxError(PermanentError):
+    pass
+
+
+class OutboxConflictError(OutboxError):
+    pass
+
+
+class OutboxTooManyOperationsError(OutboxError):
+    pass
+
+
+class OutboxTooLargeError(OutboxError):
+    pass
+
+
+class PartitionKeyMismatchError(OutboxError):
+    pass
+
+
+class ConcurrencyConflictError(PermanentError):
+    pass
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when retrying the same work later may succeed."""
+    return isinstance(error, RelayError) and error.transient

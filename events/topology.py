@@ -1,0 +1,191 @@
+"""The deployment topology: one JSON file read by Bicep, the local broker, the emulator
+config generator and the app's setting defaults.
+
+The file lives at ``infra/topology.json``. This module only parses and validates it; it does
+no I/O beyond reading the file it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from events.errors import SettingsError
+
+__all__ = [
+    "ContainerSpec",
+    "CorrelationFilter",
+    "FeedSpec",
+    "QueueSpec",
+    "RuleSpec",
+    "SqlFilter",
+    "SubscriptionSpec",
+    "Topology",
+    "TopicSpec",
+    "iso_duration_seconds",
+    "load_topology",
+]
+
+SourceKind = Literal["outbox", "cdc", "eventstore"]
+ContainerRole = Literal["monitored", "leases", "quarantine", "inbox"]
+
+_ISO_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$"
+)
+
+
+def iso_duration_seconds(value: str) -> int:
+    """Seconds in an ISO 8601 duration of days/hours/minutes/seconds (``P14D``, ``PT30M``)."""
+    match = _ISO_DURATION.match(value)
+    if match is None or value in ("P", "PT") or value.endswith("T"):
+        raise ValueError(f"not an ISO 8601 duration of D/H/M/S: {value!r}")
+    parts = {k: int(v) if v else 0 for k, v in match.groupdict().items()}
+    return ((parts["d"] * 24 + parts["h"]) * 60 + parts["m"]) * 60 + parts["s"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class FeedSpec(_Spec):
+    function: str
+    lease_prefix: str = Field(alias="leasePrefix")
+    sources: tuple[SourceKind, ...]
+
+
+class ContainerSpec(_Spec):
+    name: str
+    role: ContainerRole
+    setting: str
+    partition_key: str = Field(alias="partitionKey")
+    default_ttl: int = Field(alias="defaultTtl")
+    feed: FeedSpec | None = None
+
+
+class CosmosSpec(_Spec):
+    database: str
+    outbox_ttl_seconds: int = Field(alias="outboxTtlSeconds", gt=0)
+    containers: tuple[ContainerSpec, ...]
+
+    def by_role(self, role: ContainerRole) -> tuple[ContainerSpec, ...]:
+        return tuple(c for c in self.containers if c.role == role)
+
+    def one(self, role: ContainerRole) -> ContainerSpec:
+        found = self.by_role(role)
+        if len(found) != 1:
+            raise ValueError(f"topology needs exactly one {role!r} container, has {len(found)}")
+        return found[0]
+
+
+class CorrelationFilter(_Spec):
+    type: Literal["correlation"]
+    subject: str | None = None
+    correlation_id: str | None = Field(default=None, alias="correlationId")
+    content_type: str | None = Field(default=None, alias="contentType")
+    session_id: str | None = Field(default=None, alias="sessionId")
+    properties: dict[str, str] = Field(default_factory=dict)
+
+
+class SqlFilter(_Spec):
+    type: Literal["sql"]
+    expression: str
+
+
+class RuleSpec(_Spec):
+    name: str
+    filter: Annotated[CorrelationFilter | SqlFilter, Field(discriminator="type")]
+
+
+class SubscriptionSpec(_Spec):
+    name: str
+    requires_session: bool = Field(alias="requiresSession")
+    max_delivery_count: int = Field(alias="maxDeliveryCount", ge=1)
+    lock_duration: str = Field(alias="lockDuration")
+    dead_lettering_on_message_expiration: bool = Field(alias="deadLetteringOnMessageExpiration")
+    default_message_time_to_live: str = Field(alias="defaultMessageTimeToLive")
+    rules: tuple[RuleSpec, ...] = ()
+
+    @field_validator("lock_duration", "default_message_time_to_live")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        iso_duration_seconds(value)
+        return value
+
+
+class TopicSpec(_Spec):
+    name: str
+    requires_duplicate_detection: bool = Field(alias="requiresDuplicateDetection")
+    duplicate_detection_history_time_window: str = Field(
+        alias="duplicateDetectionHistoryTimeWindow"
+    )
+    default_message_time_to_live: str = Field(alias="defaultMessageTimeToLive")
+    subscriptions: tuple[SubscriptionSpec, ...] = ()
+
+    @field_validator("duplicate_detection_history_time_window", "default_message_time_to_live")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        iso_duration_seconds(value)
+        return value
+
+
+class QueueSpec(_Spec):
+    name: str
+    requires_duplicate_detection: bool = Field(alias="requiresDuplicateDetection")
+    duplicate_detection_history_time_window: str = Field(
+        alias="duplicateDetectionHistoryTimeWindow"
+    )
+    default_message_time_to_live: str = Field(alias="defaultMessageTimeToLive")
+    requires_session: bool = Field(alias="requiresSession")
+    max_delivery_count: int = Field(alias="maxDeliveryCount", ge=1)
+    lock_duration: str = Field(alias="lockDuration")
+    dead_lettering_on_message_expiration: bool = Field(alias="deadLetteringOnMessageExpiration")
+
+    @field_validator(
+        "duplicate_detection_history_time_window", "default_message_time_to_live", "lock_duration"
+    )
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        iso_duration_seconds(value)
+        return value
+
+
+class ServiceBusSpec(_Spec):
+    max_message_size_kb: int = Field(alias="maxMessageSizeKb", gt=0)
+    default_destination: str = Field(alias="defaultDestination")
+    routes: dict[str, str] = Field(default_factory=dict)
+    topics: tuple[TopicSpec, ...] = ()
+    queues: tuple[QueueSpec, ...] = ()
+
+    def entity_names(self) -> frozenset[str]:
+        return frozenset(t.name for t in self.topics) | frozenset(q.name for q in self.queues)
+
+
+class Topology(_Spec):
+    cosmos: CosmosSpec
+    service_bus: ServiceBusSpec = Field(alias="serviceBus")
+
+    def model_post_init(self, __context: object) -> None:
+        entities = self.service_bus.entity_names()
+        for destination in (self.service_bus.default_destination, *self.service_bus.routes.values()):
+            if destination not in entities:
+                raise ValueError(f"route destination {destination!r} is not a topic or queue")
+        for role in ("leases", "quarantine"):
+            self.cosmos.one(role)  # type: ignore[arg-type]
+        if self.cosmos.one("leases").partition_key != "/id":
+            raise ValueError("the lease container's partition key must be /id")
+
+
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "infra" / "topology.json"
+
+
+def load_topology(path: Path = DEFAULT_TOPOLOGY) -> Topology:
+    """Read and validate a topology file; a bad file raises SettingsError naming it."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return Topology.model_validate(raw)
+    except (OSError, json.JSONDecodeError, ValidationError, ValueError) as exc:
+        raise SettingsError(f"topology file {path} is invalid: {exc}") from exc
