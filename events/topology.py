@@ -173,8 +173,8 @@ class Topology(_Spec):
         for destination in (self.service_bus.default_destination, *self.service_bus.routes.values()):
             if destination not in entities:
                 raise ValueError(f"route destination {destination!r} is not a topic or queue")
-        for role in ("leases", "quarantine"):
-            self.cosmos.one(role)  # type: ignore[arg-type]
+        for role in ("leases", "quarantine"):  # each must exist exactly once
+            self.cosmos.one(role)
         if self.cosmos.one("leases").partition_key != "/id":
             raise ValueError("the lease container's partition key must be /id")
 

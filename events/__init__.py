@@ -1,0 +1,1 @@
+"""Cosmos DB change feed -> CloudEvents integration events -> Azure Service Bus."""

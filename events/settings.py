@@ -1,0 +1,208 @@
+"""Typed settings read once from app settings (environment variables), validated together.
+
+The same setting NAMES serve Azure (identity-based, ``<NAME>__accountEndpoint`` and friends)
+and local runs (``<NAME>`` holds a connection string), as the Functions bindings do:
+https://learn.microsoft.com/azure/azure-functions/functions-reference#configure-an-identity-based-connection
+
+Defaults agree with ``infra/topology.json`` (a test pins that); Bicep sets every one of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final, Literal
+
+from events.errors import SettingsError
+
+__all__ = [
+    "APP_SETTINGS",
+    "COSMOS_CONNECTION",
+    "SERVICEBUS_CONNECTION",
+    "ContainerNames",
+    "CosmosConnection",
+    "ServiceBusConnection",
+    "Settings",
+    "load_settings",
+]
+
+COSMOS_CONNECTION: Final = "RELAY_COSMOS"
+SERVICEBUS_CONNECTION: Final = "RELAY_SERVICEBUS"
+
+DATABASE: Final = "RELAY_DATABASE"
+ORDERS_CONTAINER: Final = "RELAY_ORDERS_CONTAINER"
+EVENTSTORE_CONTAINER: Final = "RELAY_EVENTSTORE_CONTAINER"
+LEASES_CONTAINER: Final = "RELAY_LEASES_CONTAINER"
+QUARANTINE_CONTAINER: Final = "RELAY_QUARANTINE_CONTAINER"
+INBOX_CONTAINER: Final = "RELAY_INBOX_CONTAINER"
+EVENT_SOURCE: Final = "RELAY_EVENT_SOURCE"
+DEFAULT_DESTINATION: Final = "RELAY_DEFAULT_DESTINATION"
+ROUTES: Final = "RELAY_ROUTES"
+
+#: Settings with a default, and the default (which matches infra/topology.json).
+DEFAULTS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        DATABASE: "relay",
+        ORDERS_CONTAINER: "orders",
+        EVENTSTORE_CONTAINER: "eventstore",
+        LEASES_CONTAINER: "leases",
+        QUARANTINE_CONTAINER: "quarantine",
+        INBOX_CONTAINER: "inbox",
+        EVENT_SOURCE: "/integration-relay",
+        DEFAULT_DESTINATION: "integration-events",
+        ROUTES: json.dumps({"PaymentCaptured": "payments"}),
+    }
+)
+
+#: Every app setting the code reads; ``NAME__x`` stands for the identity-based variants.
+APP_SETTINGS: Final = (
+    f"{COSMOS_CONNECTION}__accountEndpoint",
+    f"{COSMOS_CONNECTION}__credential",
+    f"{COSMOS_CONNECTION}__clientId",
+    f"{SERVICEBUS_CONNECTION}__fullyQualifiedNamespace",
+    f"{SERVICEBUS_CONNECTION}__credential",
+    f"{SERVICEBUS_CONNECTION}__clientId",
+    *DEFAULTS,
+)
+
+_MAX_ENTITY_NAME = 260
+
+
+@dataclass(frozen=True)
+class CosmosConnection:
+    """Either a connection string (local) or an endpoint reached with an Entra ID identity."""
+
+    connection_string: str | None = None
+    account_endpoint: str | None = None
+    credential: Literal["managedidentity", "default"] = "default"
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceBusConnection:
+    connection_string: str | None = None
+    fully_qualified_namespace: str | None = None
+    credential: Literal["managedidentity", "default"] = "default"
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerNames:
+    orders: str
+    eventstore: str
+    leases: str
+    quarantine: str
+    inbox: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    cosmos: CosmosConnection
+    service_bus: ServiceBusConnection
+    database: str
+    containers: ContainerNames
+    event_source: str
+    default_destination: str
+    routes: Mapping[str, str] = field(default_factory=dict)
+
+
+def _credential(
+    environ: Mapping[str, str], name: str, problems: list[str]
+) -> Literal["managedidentity", "default"]:
+    value = environ.get(f"{name}__credential", "").strip().lower()
+    if value in ("", "default"):
+        return "default"
+    if value == "managedidentity":
+        return "managedidentity"
+    problems.append(f"{name}__credential must be 'managedidentity' (or unset), got {value!r}")
+    return "default"
+
+
+def _cosmos(environ: Mapping[str, str], problems: list[str]) -> CosmosConnection:
+    name = COSMOS_CONNECTION
+    conn = environ.get(name, "").strip()
+    endpoint = environ.get(f"{name}__accountEndpoint", "").strip()
+    credential = _credential(environ, name, problems)
+    client_id = environ.get(f"{name}__clientId", "").strip() or None
+    if conn:
+        if "AccountEndpoint=" not in conn:
+            problems.append(f"{name} must be a Cosmos DB connection string with AccountEndpoint=")
+        return CosmosConnection(connection_string=conn)
+    if endpoint:
+        if not endpoint.startswith("https://"):
+            problems.append(f"{name}__accountEndpoint must be an https:// URL, got {endpoint!r}")
+        return CosmosConnection(account_endpoint=endpoint, credential=credential, client_id=client_id)
+    problems.append(f"missing {name}__accountEndpoint (in Azure) or {name} (a connection string)")
+    return CosmosConnection()
+
+
+def _service_bus(environ: Mapping[str, str], problems: list[str]) -> ServiceBusConnection:
+    name = SERVICEBUS_CONNECTION
+    conn = environ.get(name, "").strip()
+    namespace = environ.get(f"{name}__fullyQualifiedNamespace", "").strip()
+    credential = _credential(environ, name, problems)
+    client_id = environ.get(f"{name}__clientId", "").strip() or None
+    if conn:
+        if "Endpoint=sb://" not in conn:
+            problems.append(f"{name} must be a Service Bus connection string with Endpoint=sb://")
+        return ServiceBusConnection(connection_string=conn)
+    if namespace:
+        if "://" in namespace or "/" in namespace:
+            problems.append(
+                f"{name}__fullyQualifiedNamespace must be a host name like "
+                f"'<ns>.servicebus.windows.net', got {namespace!r}"
+            )
+        return ServiceBusConnection(
+            fully_qualified_namespace=namespace, credential=credential, client_id=client_id
+        )
+    problems.append(
+        f"missing {name}__fullyQualifiedNamespace (in Azure) or {name} (a connection string)"
+    )
+    return ServiceBusConnection()
+
+
+def _name(environ: Mapping[str, str], key: str, problems: list[str]) -> str:
+    value = environ.get(key, "").strip() or DEFAULTS[key]
+    if len(value) > _MAX_ENTITY_NAME or any(c in value for c in "\\?#"):
+        problems.append(f"{key} is not a valid name: {value!r}")
+    return value
+
+
+def _routes(environ: Mapping[str, str], problems: list[str]) -> dict[str, str]:
+    raw = environ.get(ROUTES, "").strip() or DEFAULTS[ROUTES]
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        problems.append(f"{ROUTES} must be a JSON object of event type -> topic/queue: {exc}")
+        return {}
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in parsed.items()
+    ):
+        problems.append(f"{ROUTES} must be a JSON object of event type -> topic/queue name")
+        return {}
+    return dict(parsed)
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Read every setting once; report all problems together, each naming its setting."""
+    problems: list[str] = []
+    settings = Settings(
+        cosmos=_cosmos(environ, problems),
+        service_bus=_service_bus(environ, problems),
+        database=_name(environ, DATABASE, problems),
+        containers=ContainerNames(
+            orders=_name(environ, ORDERS_CONTAINER, problems),
+            eventstore=_name(environ, EVENTSTORE_CONTAINER, problems),
+            leases=_name(environ, LEASES_CONTAINER, problems),
+            quarantine=_name(environ, QUARANTINE_CONTAINER, problems),
+            inbox=_name(environ, INBOX_CONTAINER, problems),
+        ),
+        event_source=_name(environ, EVENT_SOURCE, problems),
+        default_destination=_name(environ, DEFAULT_DESTINATION, problems),
+        routes=MappingProxyType(_routes(environ, problems)),
+    )
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    return settings
