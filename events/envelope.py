@@ -58,7 +58,9 @@ class IntegrationEvent(BaseModel):
     def _valid_traceparent(cls, value: str | None) -> str | None:
         # A malformed traceparent is dropped by tracing systems anyway; refuse it early.
         if value is not None and not _TRACEPARENT.match(value):
-            raise ValueError("traceparent must follow W3C trace context (00-<32hex>-<16hex>-<2hex>)")
+            raise ValueError(
+                "traceparent must follow W3C trace context (00-<32hex>-<16hex>-<2hex>)"
+            )
         return value
 
     def attributes(self) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
@@ -30,7 +30,7 @@ class Router:
     """Event type -> topic or queue; everything else goes to the default destination."""
 
     default: str
-    routes: Mapping[str, str] = MappingProxyType({})
+    routes: Mapping[str, str] = field(default_factory=dict)
 
     def destination(self, event_type: str) -> str:
         return self.routes.get(event_type, self.default)

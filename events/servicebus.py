@@ -36,9 +36,9 @@ _RETRY_BACKOFF_MAX = 8.0
 
 
 def to_sdk_message(message: OutgoingMessage) -> ServiceBusMessage:
-    properties: dict[str | bytes, int | float | bytes | bool | str | uuid.UUID] = dict(
-        message.application_properties
-    )
+    properties: dict[str | bytes, int | float | bytes | bool | str | uuid.UUID] = {
+        key: value for key, value in message.application_properties.items()
+    }
     return ServiceBusMessage(
         body=message.body,
         message_id=message.message_id,
@@ -80,9 +80,8 @@ def service_bus_client(connection: ServiceBusConnection) -> ServiceBusClient:
 class ServiceBusPublisher:
     """Publisher over the azure-servicebus SDK. Thread-safe: senders are not, so one lock."""
 
-    def __init__(self, client: ServiceBusClient, queues: frozenset[str] = frozenset()) -> None:
+    def __init__(self, client: ServiceBusClient) -> None:
         self._client = client
-        self._queues = queues
         self._senders: dict[str, ServiceBusSender] = {}
         self._lock = threading.Lock()
 
@@ -137,10 +136,8 @@ class ServiceBusPublisher:
     def _sender(self, destination: str) -> ServiceBusSender:
         sender = self._senders.get(destination)
         if sender is None:
-            if destination in self._queues:
-                sender = self._client.get_queue_sender(destination)
-            else:
-                sender = self._client.get_topic_sender(destination)
+            # Queue and topic senders are the same link to the entity path; one call serves both.
+            sender = self._client.get_topic_sender(destination)
             self._senders[destination] = sender
         return sender
 

@@ -133,7 +133,9 @@ def _cosmos(environ: Mapping[str, str], problems: list[str]) -> CosmosConnection
     if endpoint:
         if not endpoint.startswith("https://"):
             problems.append(f"{name}__accountEndpoint must be an https:// URL, got {endpoint!r}")
-        return CosmosConnection(account_endpoint=endpoint, credential=credential, client_id=client_id)
+        return CosmosConnection(
+            account_endpoint=endpoint, credential=credential, client_id=client_id
+        )
     problems.append(f"missing {name}__accountEndpoint (in Azure) or {name} (a connection string)")
     return CosmosConnection()
 

@@ -24,8 +24,8 @@ __all__ = [
     "RuleSpec",
     "SqlFilter",
     "SubscriptionSpec",
-    "Topology",
     "TopicSpec",
+    "Topology",
     "iso_duration_seconds",
     "load_topology",
 ]
@@ -170,7 +170,10 @@ class Topology(_Spec):
 
     def model_post_init(self, __context: object) -> None:
         entities = self.service_bus.entity_names()
-        for destination in (self.service_bus.default_destination, *self.service_bus.routes.values()):
+        for destination in (
+            self.service_bus.default_destination,
+            *self.service_bus.routes.values(),
+        ):
             if destination not in entities:
                 raise ValueError(f"route destination {destination!r} is not a topic or queue")
         for role in ("leases", "quarantine"):  # each must exist exactly once

@@ -1,0 +1,91 @@
+"""The composition root: settings read once, clients and relays built once per process.
+
+Hosts (the Functions triggers, the change-feed processor, the CLI) ask this module for a
+relay; they never build clients themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from events.catalog import FEEDS, FeedDefinition
+from events.contracts import default_registry
+from events.messages import Router
+from events.publisher import Publisher
+from events.quarantine import QuarantineStore
+from events.relay import Feed, Relay
+from events.settings import Settings, load_settings
+
+__all__ = ["Runtime", "build_feed", "container_name", "current"]
+
+
+def container_name(settings: Settings, setting: str) -> str:
+    names = {
+        "RELAY_ORDERS_CONTAINER": settings.containers.orders,
+        "RELAY_EVENTSTORE_CONTAINER": settings.containers.eventstore,
+    }
+    return names[setting]
+
+
+def build_feed(definition: FeedDefinition, settings: Settings) -> Feed:
+    container = container_name(settings, definition.container_setting)
+    return Feed(
+        name=definition.function_name,
+        container=container,
+        partition_key_path=definition.partition_key_path,
+        sources=definition.sources,
+        source_uri=f"{settings.event_source.rstrip('/')}/{settings.database}/{container}",
+        contracts=default_registry(),
+    )
+
+
+@dataclass
+class Runtime:
+    """Everything one process needs to relay batches, created once."""
+
+    settings: Settings
+    publisher: Publisher
+    quarantine: QuarantineStore
+    relays: Mapping[str, Relay]
+
+    def relay(self, feed_name: str) -> Relay:
+        return self.relays[feed_name]
+
+    @classmethod
+    def assemble(
+        cls, settings: Settings, publisher: Publisher, quarantine: QuarantineStore
+    ) -> Runtime:
+        router = Router(default=settings.default_destination, routes=settings.routes)
+        relays = {
+            d.function_name: Relay(build_feed(d, settings), publisher, quarantine, router)
+            for d in FEEDS
+        }
+        return cls(settings=settings, publisher=publisher, quarantine=quarantine, relays=relays)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Runtime:
+        # Adapters are imported here so that pure users of the package never load the SDKs.
+        from events.servicebus import ServiceBusPublisher, service_bus_client  # noqa: PLC0415
+        from events.stores import CosmosQuarantine, cosmos_client  # noqa: PLC0415
+
+        settings = load_settings(environ)
+        database = cosmos_client(settings.cosmos).get_database_client(settings.database)
+        quarantine = CosmosQuarantine(database.get_container_client(settings.containers.quarantine))
+        publisher = ServiceBusPublisher(service_bus_client(settings.service_bus))
+        return cls.assemble(settings, publisher, quarantine)
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def current() -> Runtime:
+    """The process-wide runtime, built from the environment on first use."""
+    global _current  # noqa: PLW0603 - one runtime per worker process, by design
+    with _lock:
+        if _current is None:
+            _current = Runtime.from_environment(os.environ)
+        return _current

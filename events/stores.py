@@ -1,0 +1,74 @@
+"""Cosmos DB adapters for the relay's own state: the quarantine and the consumer inbox.
+
+Also the process-wide Cosmos client factory and the translation of Cosmos errors into the
+package's tree: throttling and unavailability are transient, the rest is for the caller.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Final
+
+from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
+from azure.cosmos import ContainerProxy, CosmosClient
+from azure.cosmos.exceptions import CosmosHttpResponseError
+from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+from events.errors import SettingsError, StoreUnavailableError
+from events.quarantine import QuarantineRecord
+from events.settings import CosmosConnection
+
+__all__ = [
+    "TRANSIENT_STATUS",
+    "CosmosQuarantine",
+    "cosmos_client",
+    "translate_cosmos_errors",
+]
+
+#: Statuses worth retrying: timeout, gone, throttled, retry-with, server side.
+TRANSIENT_STATUS: Final = frozenset({408, 410, 429, 449, 500, 502, 503, 504})
+
+
+@functools.cache
+def cosmos_client(connection: CosmosConnection, *, verify_tls: bool = True) -> CosmosClient:
+    """The process-wide client for a connection (cached: never one per invocation)."""
+    if connection.connection_string:
+        return CosmosClient.from_connection_string(
+            connection.connection_string, connection_verify=verify_tls
+        )
+    if connection.account_endpoint:
+        credential = (
+            ManagedIdentityCredential(client_id=connection.client_id)
+            if connection.credential == "managedidentity"
+            else DefaultAzureCredential()
+        )
+        return CosmosClient(connection.account_endpoint, credential=credential)
+    raise SettingsError("no Cosmos DB connection configured")
+
+
+@contextmanager
+def translate_cosmos_errors(what: str) -> Iterator[None]:
+    """Turn transient Cosmos failures into StoreUnavailableError; let the rest through."""
+    try:
+        yield
+    except CosmosHttpResponseError as exc:
+        if exc.status_code in TRANSIENT_STATUS:
+            raise StoreUnavailableError(f"{what}: Cosmos DB answered {exc.status_code}") from exc
+        raise
+    except (ServiceRequestError, ServiceResponseError, OSError) as exc:
+        raise StoreUnavailableError(f"{what}: Cosmos DB unreachable") from exc
+    except AzureError as exc:
+        raise StoreUnavailableError(f"{what}: {type(exc).__name__}") from exc
+
+
+class CosmosQuarantine:
+    """Quarantine records as documents; upsert by deterministic id, so retries are harmless."""
+
+    def __init__(self, container: ContainerProxy) -> None:
+        self._container = container
+
+    def put(self, record: QuarantineRecord) -> None:
+        with translate_cosmos_errors("quarantine write"):
+            self._container.upsert_item(record.to_document())
