@@ -18,7 +18,7 @@ from typing import Final
 
 from events.envelope import IntegrationEvent
 
-__all__ = ["CLOUDEVENTS_PREFIX", "OutgoingMessage", "Router", "to_message"]
+__all__ = ["CLOUDEVENTS_PREFIX", "OutgoingMessage", "Router", "event_from_message", "to_message"]
 
 CLOUDEVENTS_PREFIX: Final = "cloudEvents:"
 #: The application property Service Bus tooling reads the trace parent from.
@@ -65,3 +65,17 @@ def to_message(event: IntegrationEvent, router: Router) -> OutgoingMessage:
         body=body.encode("utf-8"),
         application_properties=MappingProxyType(properties),
     )
+
+
+def event_from_message(
+    body: bytes, application_properties: Mapping[str | bytes, object]
+) -> IntegrationEvent:
+    """Read an integration event back from a received message (binary mode)."""
+    attributes: dict[str, object] = {}
+    for raw_key, raw_value in application_properties.items():
+        key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+        if key.startswith(CLOUDEVENTS_PREFIX):
+            value = raw_value.decode() if isinstance(raw_value, bytes) else raw_value
+            attributes[key.removeprefix(CLOUDEVENTS_PREFIX)] = value
+    attributes["data"] = json.loads(body)
+    return IntegrationEvent.model_validate(attributes)

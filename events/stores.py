@@ -13,7 +13,7 @@ from typing import Final
 
 from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
 from azure.cosmos import ContainerProxy, CosmosClient
-from azure.cosmos.exceptions import CosmosHttpResponseError
+from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
 from events.errors import SettingsError, StoreUnavailableError
@@ -22,6 +22,7 @@ from events.settings import CosmosConnection
 
 __all__ = [
     "TRANSIENT_STATUS",
+    "CosmosInbox",
     "CosmosQuarantine",
     "cosmos_client",
     "translate_cosmos_errors",
@@ -72,3 +73,22 @@ class CosmosQuarantine:
     def put(self, record: QuarantineRecord) -> None:
         with translate_cosmos_errors("quarantine write"):
             self._container.upsert_item(record.to_document())
+
+
+class CosmosInbox:
+    """Consumer inbox: one document per (consumer, event id); partition key ``/consumer``."""
+
+    def __init__(self, container: ContainerProxy) -> None:
+        self._container = container
+
+    def seen(self, consumer: str, event_id: str) -> bool:
+        with translate_cosmos_errors("inbox read"):
+            try:
+                self._container.read_item(event_id, partition_key=consumer)
+            except CosmosResourceNotFoundError:
+                return False
+        return True
+
+    def record(self, consumer: str, event_id: str) -> None:
+        with translate_cosmos_errors("inbox write"):
+            self._container.upsert_item({"id": event_id, "consumer": consumer})
