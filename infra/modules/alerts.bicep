@@ -1,0 +1,182 @@
+// Alerts that mean "events are not flowing" or "events need a human":
+// - dead-lettered messages on any topic subscription or queue (Service Bus DeadletteredMessages);
+// - quarantine growth: new documents written to each container with role "quarantine" in
+//   topology.json, measured by the Cosmos DB TotalRequests metric filtered on that container and
+//   status code 201 (Created). A metric alert needs no query over the app's log text, so it keeps
+//   working whatever the app logs; the quarantine documents themselves say why.
+// - function failures: failed function executions (Application Insights requests/failed; the
+//   Functions host logs each execution as a request).
+// Change-feed lag is NOT alerted on: the Python Cosmos SDK has no change feed estimator
+// (https://github.com/Azure/azure-sdk-for-python/issues/24249) and the app does not export a lag
+// metric. A stalled feed shows up as function failures (the trigger retries forever).
+
+@description('Suffix that makes alert names unique in the resource group.')
+param nameSuffix string
+
+@description('Tags applied to the alerts.')
+param tags object
+
+@description('Resource id of the Service Bus namespace.')
+param serviceBusNamespaceId string
+
+@description('Resource id of the Cosmos DB account.')
+param cosmosAccountId string
+
+@description('Resource id of the Application Insights component.')
+param appInsightsId string
+
+@description('E-mail address notified by the alerts; empty for none (alerts still show in the portal).')
+param alertEmail string = ''
+
+var topology = loadJsonContent('../topology.json')
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(alertEmail)) {
+  name: 'ag-relay-${nameSuffix}'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'relay'
+    enabled: true
+    emailReceivers: [
+      {
+        name: 'operator'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+var actions = empty(alertEmail) ? [] : [
+  {
+    actionGroupId: actionGroup.id
+  }
+]
+
+resource deadLettered 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-deadlettered-${nameSuffix}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Messages were dead-lettered on a Service Bus topic subscription or queue.'
+    severity: 2
+    enabled: true
+    scopes: [
+      serviceBusNamespaceId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    autoMitigate: true
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'deadLetteredMessages'
+          metricNamespace: 'Microsoft.ServiceBus/namespaces'
+          metricName: 'DeadletteredMessages'
+          dimensions: [
+            {
+              name: 'EntityName'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Maximum'
+        }
+      ]
+    }
+    actions: actions
+  }
+}
+
+resource quarantineGrowth 'Microsoft.Insights/metricAlerts@2018-03-01' = [for container in topology.cosmos.containers: if (container.role == 'quarantine') {
+  name: 'alert-quarantine-${container.name}-${nameSuffix}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Documents were quarantined in ${topology.cosmos.database}/${container.name}: changes the relay could not turn into events.'
+    severity: 2
+    enabled: true
+    scopes: [
+      cosmosAccountId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    autoMitigate: true
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'quarantinedDocuments'
+          metricNamespace: 'Microsoft.DocumentDB/databaseAccounts'
+          metricName: 'TotalRequests'
+          dimensions: [
+            {
+              name: 'DatabaseName'
+              operator: 'Include'
+              values: [
+                topology.cosmos.database
+              ]
+            }
+            {
+              name: 'CollectionName'
+              operator: 'Include'
+              values: [
+                container.name
+              ]
+            }
+            {
+              name: 'StatusCode'
+              operator: 'Include'
+              values: [
+                '201'
+              ]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Count'
+        }
+      ]
+    }
+    actions: actions
+  }
+}]
+
+resource functionFailures 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-function-failures-${nameSuffix}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Relay function executions failed; the trigger retries them forever, so a steady count means the feed is stalled.'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    autoMitigate: true
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'failedExecutions'
+          metricNamespace: 'microsoft.insights/components'
+          metricName: 'requests/failed'
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Count'
+        }
+      ]
+    }
+    actions: actions
+  }
+}
