@@ -52,7 +52,12 @@ class OutgoingMessage:
 
 
 def to_message(event: IntegrationEvent, router: Router) -> OutgoingMessage:
-    properties = {f"{CLOUDEVENTS_PREFIX}{k}": v for k, v in event.attributes().items()}
+    # datacontenttype maps to the AMQP content-type, not to an application property.
+    properties = {
+        f"{CLOUDEVENTS_PREFIX}{k}": v
+        for k, v in event.attributes().items()
+        if k != "datacontenttype"
+    }
     if event.traceparent is not None:
         properties[DIAGNOSTIC_ID] = event.traceparent
     body = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
@@ -68,7 +73,7 @@ def to_message(event: IntegrationEvent, router: Router) -> OutgoingMessage:
 
 
 def event_from_message(
-    body: bytes, application_properties: Mapping[str | bytes, object]
+    body: bytes, application_properties: Mapping[str | bytes, object], content_type: str | None
 ) -> IntegrationEvent:
     """Read an integration event back from a received message (binary mode)."""
     attributes: dict[str, object] = {}
@@ -77,5 +82,7 @@ def event_from_message(
         if key.startswith(CLOUDEVENTS_PREFIX):
             value = raw_value.decode() if isinstance(raw_value, bytes) else raw_value
             attributes[key.removeprefix(CLOUDEVENTS_PREFIX)] = value
+    if content_type is not None:
+        attributes["datacontenttype"] = content_type
     attributes["data"] = json.loads(body)
     return IntegrationEvent.model_validate(attributes)
