@@ -1,0 +1,139 @@
+"""The Functions app through azure-functions' own objects: bindings, retry, invocation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from events import settings
+from events.catalog import FEEDS
+from events.errors import PublishUnavailableError
+from events.publisher import InMemoryPublisher
+from events.quarantine import InMemoryQuarantine
+from events.topology import iso_duration_seconds, load_topology
+from events.triggers import blueprint
+from tests import factories
+from tests.app_functions import registered_functions
+
+
+def _bindings(fn: Any) -> dict[str, Any]:
+    [binding] = json.loads(fn.get_function_json())["bindings"]
+    assert isinstance(binding, dict)
+    return binding
+
+
+def _functions(app: func.FunctionApp) -> dict[str, Any]:
+    return {str(fn.get_function_name()): fn for fn in app.get_functions()}
+
+
+def test_app_registers_one_cosmos_trigger_per_feed() -> None:
+    functions = {fn.get_function_name(): fn for fn in registered_functions()}
+
+    assert set(functions) == {f.function_name for f in FEEDS}
+    for fn in functions.values():
+        assert _bindings(fn)["type"] == "cosmosDBTrigger"
+
+
+def test_app_triggers_use_setting_names_and_never_create_the_lease_container() -> None:
+    for fn in registered_functions():
+        binding = _bindings(fn)
+        assert binding["connection"] == settings.COSMOS_CONNECTION
+        assert binding["leaseConnection"] == settings.COSMOS_CONNECTION
+        assert binding["databaseName"] == f"%{settings.DATABASE}%"
+        assert binding["leaseContainerName"] == f"%{settings.LEASES_CONTAINER}%"
+        assert binding["containerName"].startswith("%")
+        assert binding["createLeaseContainerIfNotExists"] is False
+        assert binding["maxItemsPerInvocation"] > 0
+
+
+def test_app_lease_prefixes_are_unique_and_match_the_topology() -> None:
+    prefixes = {
+        fn.get_function_name(): _bindings(fn)["leaseContainerPrefix"]
+        for fn in registered_functions()
+    }
+    topology = {
+        c.feed.function: c.feed.lease_prefix
+        for c in load_topology().cosmos.containers
+        if c.feed is not None
+    }
+
+    assert len(set(prefixes.values())) == len(prefixes)
+    assert prefixes == topology
+
+
+def test_app_retry_policy_retries_forever_with_capped_exponential_backoff() -> None:
+    for fn in registered_functions():
+        policy = fn.get_settings_dict("retry_policy")
+        assert policy is not None
+        assert policy["strategy"] == "exponential_backoff"
+        assert policy["max_retry_count"] == "-1"
+        hours, minutes, seconds = (int(p) for p in policy["maximum_interval"].split(":"))
+        assert 0 < hours * 3600 + minutes * 60 + seconds <= 600
+
+
+def test_app_maximum_retry_delay_is_shorter_than_every_dedup_window() -> None:
+    [policy] = {
+        fn.get_settings_dict("retry_policy")["maximum_interval"] for fn in registered_functions()
+    }
+    hours, minutes, seconds = (int(p) for p in policy.split(":"))
+    topology = load_topology()
+    windows = [t.duplicate_detection_history_time_window for t in topology.service_bus.topics]
+    windows += [q.duplicate_detection_history_time_window for q in topology.service_bus.queues]
+
+    for window in windows:
+        assert iso_duration_seconds(window) > hours * 3600 + minutes * 60 + seconds
+
+
+def _app_with(publisher: InMemoryPublisher) -> tuple[func.FunctionApp, InMemoryQuarantine]:
+    runtime, _, quarantine = factories.in_memory_runtime(publisher)
+    app = func.FunctionApp()
+    app.register_functions(blueprint(lambda: runtime))
+    return app, quarantine
+
+
+def test_app_function_invoked_with_document_list_publishes_the_batch() -> None:
+    publisher = InMemoryPublisher(["integration-events", "payments"])
+    app, _ = _app_with(publisher)
+    relay_orders = _functions(app)["relay_orders"].get_user_function()
+    documents = func.DocumentList(
+        [
+            func.Document.from_dict(factories.placed("o-1", "e-1")),
+            func.Document.from_dict(factories.order("o-1")),
+        ]
+    )
+
+    relay_orders(documents)
+
+    assert [m.subject for m in publisher.delivered["integration-events"]] == [
+        "OrderPlaced",
+        "OrderUpserted",
+    ]
+
+
+def test_app_function_raises_when_service_bus_is_down_so_the_host_retries() -> None:
+    publisher = InMemoryPublisher(["integration-events", "payments"])
+    publisher.fail_on_send(1)
+    app, _ = _app_with(publisher)
+    relay_orders = _functions(app)["relay_orders"].get_user_function()
+    documents = func.DocumentList([func.Document.from_dict(factories.placed("o-1", "e-1"))])
+
+    with pytest.raises(PublishUnavailableError):
+        relay_orders(documents)
+    relay_orders(documents)
+
+    assert [m.message_id for m in publisher.delivered["integration-events"]] == ["e-1"]
+
+
+def test_app_function_quarantines_invalid_documents_and_returns_normally() -> None:
+    publisher = InMemoryPublisher(["integration-events", "payments"])
+    app, quarantine = _app_with(publisher)
+    relay_eventstore = _functions(app)["relay_eventstore"].get_user_function()
+    broken = factories.stream_event("p-1", 1)
+    del broken["streamId"]
+
+    relay_eventstore(func.DocumentList([func.Document.from_dict(broken)]))
+
+    assert [r.reason.value for r in quarantine.records.values()] == ["invalid-document"]
