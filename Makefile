@@ -46,7 +46,7 @@ schemas: $(VENV)/.installed
 	$(PY) -m events schemas
 
 emulator-config: $(VENV)/.installed
-	$(PY) -m events emulator-config
+	$(PY) -m devstack.emulator_config
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) $(COSMOS_NODE)/node_modules .mypy_cache .ruff_cache .pytest_cache
