@@ -1,0 +1,150 @@
+"""Request/response operations of Service Bus's ``$management`` node that the SDK uses.
+
+Answered: renew-lock, update-disposition, renew-session-lock, get/set-session-state and
+peek-message. Anything else gets 501 with ``amqp:not-implemented``, which the SDK raises as a
+``ServiceBusError``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from proton import Array, Data, timestamp
+
+from .codec import encode_delivery
+from .entities import MessageStore
+
+__all__ = ["ManagementReply", "handle_management"]
+
+_VENDOR = "com.microsoft:"
+LOCK_LOST = _VENDOR + "message-lock-lost"
+SESSION_LOCK_LOST = _VENDOR + "session-lock-lost"
+
+
+@dataclass(frozen=True)
+class ManagementReply:
+    status: int
+    description: str
+    body: dict[str, object] | None = None
+    condition: str | None = None
+
+
+def _ok(body: dict[str, object] | None = None) -> ManagementReply:
+    return ManagementReply(200, "OK", body if body is not None else {})
+
+
+def _tokens(value: Any) -> list[uuid.UUID]:
+    items: Iterable[Any] = value.elements if isinstance(value, Array) else (value or [])
+    return [item if isinstance(item, uuid.UUID) else uuid.UUID(str(item)) for item in items]
+
+
+def _ms(seconds: float) -> timestamp:
+    return timestamp(int(seconds * 1000))
+
+
+def _renew_lock(store: MessageStore, body: Mapping[str, Any], now: float) -> ManagementReply:
+    expirations: list[timestamp] = []
+    for token in _tokens(body.get("lock-tokens")):
+        until = store.renew_lock(token, now)
+        if until is None:
+            return ManagementReply(410, f"The lock on message {token} was lost.", None, LOCK_LOST)
+        expirations.append(_ms(until))
+    return _ok({"expirations": Array(Data.NULL, Data.TIMESTAMP, *expirations)})
+
+
+def _update_disposition(
+    store: MessageStore, body: Mapping[str, Any], _now: float
+) -> ManagementReply:
+    status = str(body.get("disposition-status", "")).lower()
+    reason = body.get("deadletter-reason")
+    description = body.get("deadletter-description")
+    settle: dict[str, Callable[[uuid.UUID], bool]] = {
+        "completed": store.complete,
+        "abandoned": store.abandon,
+        "defered": store.defer,
+        "deferred": store.defer,
+        "suspended": lambda t: store.dead_letter_locked(
+            t, None if reason is None else str(reason), None if description is None else str(description)
+        ),
+    }
+    action = settle.get(status)
+    if action is None:
+        return ManagementReply(400, f"Unknown disposition status {status!r}.", None, "amqp:invalid-field")
+    for token in _tokens(body.get("lock-tokens")):
+        if not action(token):
+            return ManagementReply(410, f"The lock on message {token} was lost.", None, LOCK_LOST)
+    return _ok()
+
+
+def _session_id(body: Mapping[str, Any]) -> str:
+    return str(body.get("session-id", ""))
+
+
+def _renew_session_lock(
+    store: MessageStore, body: Mapping[str, Any], now: float
+) -> ManagementReply:
+    until = store.renew_session(_session_id(body), now)
+    if until is None:
+        return ManagementReply(410, "The session lock was lost.", None, SESSION_LOCK_LOST)
+    return _ok({"expiration": _ms(until)})
+
+
+def _get_session_state(
+    store: MessageStore, body: Mapping[str, Any], _now: float
+) -> ManagementReply:
+    return _ok({"session-state": store.session_state(_session_id(body))})
+
+
+def _set_session_state(
+    store: MessageStore, body: Mapping[str, Any], _now: float
+) -> ManagementReply:
+    state = body.get("session-state")
+    if isinstance(state, memoryview | bytearray):
+        state = bytes(state)
+    elif isinstance(state, str):
+        state = state.encode("utf-8")
+    store.set_session_state(_session_id(body), state if isinstance(state, bytes) else None)
+    return _ok()
+
+
+def _peek(store: MessageStore, body: Mapping[str, Any], _now: float) -> ManagementReply:
+    start = int(body.get("from-sequence-number", 0))
+    count = int(body.get("message-count", 1))
+    session = body.get("session-id")
+    found = store.peek(start, count, None if session is None else str(session))
+    if not found:
+        return ManagementReply(204, "No messages.")
+    encoded = [
+        {"message": encode_delivery(m, locked_until=None, delivery_count=m.delivery_count)}
+        for m in found
+    ]
+    return _ok({"messages": encoded})
+
+
+_OPERATIONS: dict[str, Callable[[MessageStore, Mapping[str, Any], float], ManagementReply]] = {
+    _VENDOR + "renew-lock": _renew_lock,
+    _VENDOR + "update-disposition": _update_disposition,
+    _VENDOR + "renew-session-lock": _renew_session_lock,
+    _VENDOR + "get-session-state": _get_session_state,
+    _VENDOR + "set-session-state": _set_session_state,
+    _VENDOR + "peek-message": _peek,
+}
+
+
+def handle_management(
+    operation: str, body: Any, store: MessageStore | None, now: float
+) -> ManagementReply:
+    """Answer one ``$management`` request addressed to ``store`` (None: a topic or unknown)."""
+    handler = _OPERATIONS.get(operation)
+    if handler is None or store is None:
+        return ManagementReply(
+            501,
+            f"The local broker does not implement {operation!r} here.",
+            None,
+            "amqp:not-implemented",
+        )
+    request: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
+    return handler(store, {str(k): v for k, v in request.items()}, now)
