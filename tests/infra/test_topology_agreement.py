@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import pytest
@@ -234,13 +233,11 @@ def _app_settings(topology: Topology) -> AppSettings:
     return AppSettings(frozenset(names), literal_values)
 
 
-@cache
 def _functions() -> tuple[Any, ...]:
-    # FunctionApp.get_functions() may run once per app: a second call re-validates the names
-    # it has already registered and raises. This import fails until function_app.py exists.
-    import function_app
+    # Shared with the other suites: FunctionApp.get_functions() may run only once per app.
+    from tests.app_functions import registered_functions
 
-    return tuple(function_app.app.get_functions())
+    return registered_functions()
 
 
 def _bindings() -> list[dict[str, Any]]:
