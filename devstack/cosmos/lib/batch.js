@@ -1,0 +1,126 @@
+"use strict";
+// Transactional batch (`POST .../docs` with x-ms-cosmos-is-batch-request): all operations share
+// the partition key of the x-ms-documentdb-partitionkey header and commit all or nothing. On the
+// first failure every write done so far is undone (documents and the container's LSN restored),
+// the failing operation keeps its status and every other one reports 424 Failed Dependency,
+// with HTTP 207 — the shape azure-cosmos turns into CosmosBatchOperationError.
+// https://learn.microsoft.com/azure/cosmos-db/nosql/transactional-batch
+const { documentOperations, patchOperation, parsePartitionKey } = require("./upstream");
+const { currentLsn, setLsn, restoreDocument } = require("./lsn");
+const { partitionKeyValues } = require("./partition-key");
+
+const MAX_OPERATIONS = 100;
+
+function failure(statusCode, code, message) {
+  return { statusCode, body: { code, message } };
+}
+
+function runOperation(collection, op, partitionKeyHeader) {
+  const body = op.resourceBody;
+  const common = { partitionKey: partitionKeyHeader, ifMatch: op.ifMatch };
+  switch (op.operationType) {
+    case "Create":
+      return documentOperations.createOperation(collection, { ...common, resourceBody: body });
+    case "Upsert":
+      return documentOperations.upsertOperation(collection, { ...common, resourceBody: body });
+    case "Replace":
+      if (body && op.id !== undefined && body.id !== op.id) {
+        return failure(400, "BadRequest", "replace: id in the body differs from the operation id");
+      }
+      return documentOperations.replaceOperation(collection, { ...common, resourceBody: body });
+    case "Read":
+      return documentOperations.readOperation(collection, { ...common, id: op.id });
+    case "Delete":
+      return documentOperations.deleteOperation(collection, { ...common, id: op.id });
+    case "Patch":
+      return patchOperation(collection, {
+        ...common,
+        id: op.id,
+        operations: (body && body.operations) || [],
+        condition: body ? body.condition : undefined,
+      });
+    default:
+      return failure(400, "BadRequest", `operation type ${op.operationType} is not supported`);
+  }
+}
+
+function idOf(op) {
+  return op.id !== undefined ? op.id : op.resourceBody && op.resourceBody.id;
+}
+
+// A document body must carry the partition key the batch was sent with.
+function wrongPartition(collectionData, op, expectedKey) {
+  if (!op.resourceBody || !["Create", "Upsert", "Replace"].includes(op.operationType)) {
+    return false;
+  }
+  const actual = JSON.stringify(partitionKeyValues(collectionData, op.resourceBody));
+  return actual !== JSON.stringify(expectedKey);
+}
+
+// Returns { statusCode, body } for the whole batch.
+function executeBatch(collection, operations, partitionKeyHeader) {
+  if (!Array.isArray(operations) || !operations.length || operations.length > MAX_OPERATIONS) {
+    return failure(400, "BadRequest", `a batch holds 1 to ${MAX_OPERATIONS} operations`);
+  }
+  if (!partitionKeyHeader) {
+    return failure(400, "BadRequest", "a batch needs the x-ms-documentdb-partitionkey header");
+  }
+  let expectedKey;
+  try {
+    expectedKey = JSON.parse(partitionKeyHeader);
+  } catch (err) {
+    return failure(400, "BadRequest", `invalid partition key header ${partitionKeyHeader}`);
+  }
+  const collectionData = collection.read();
+  const documents = collection.documents;
+  const lsnBefore = currentLsn(collection);
+  const undo = [];
+  const results = [];
+  let failedAt = -1;
+  for (let i = 0; i < operations.length; i += 1) {
+    const op = operations[i] || {};
+    const id = idOf(op);
+    let result;
+    if (wrongPartition(collectionData, op, expectedKey)) {
+      result = failure(400, "BadRequest", "partition key of the document differs from the batch's");
+    } else {
+      const key = parsePartitionKey(partitionKeyHeader, id);
+      const before = id === undefined ? undefined : documents._item("/id", id, key).read();
+      undo.push({ id, key, before });
+      result = runOperation(collection, op, partitionKeyHeader);
+    }
+    results.push(result);
+    if (result.statusCode >= 400) {
+      failedAt = i;
+      break;
+    }
+  }
+  if (failedAt < 0) {
+    return {
+      statusCode: 200,
+      body: results.map((r) => ({
+        statusCode: r.statusCode,
+        requestCharge: 1,
+        eTag: r.body && r.body._etag,
+        resourceBody: r.body,
+      })),
+    };
+  }
+  for (const { id, key, before } of undo.reverse()) {
+    if (id === undefined) continue;
+    const now = documents._item("/id", id, key).read();
+    if (now) documents.delete(now._rid, undefined);
+    if (before) restoreDocument(documents, before);
+  }
+  setLsn(collection, lsnBefore);
+  return {
+    statusCode: 207,
+    body: operations.map((_, i) =>
+      i === failedAt
+        ? { statusCode: results[i].statusCode, requestCharge: 0, resourceBody: results[i].body }
+        : { statusCode: 424, requestCharge: 0 }
+    ),
+  };
+}
+
+module.exports = { executeBatch };

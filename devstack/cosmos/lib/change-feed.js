@@ -1,0 +1,118 @@
+"use strict";
+// Latest-version change feed of one container, as the Cosmos REST API serves it to
+// `GET .../docs` with `A-IM: Incremental feed`:
+//   no If-None-Match            -> from the beginning
+//   If-None-Match: *            -> from now (304 with the current etag)
+//   If-None-Match: "<lsn>"      -> changes after that LSN (the etag of an earlier page)
+//   If-Modified-Since: <date>   -> changes whose _ts is at or after that time
+// Each document appears once, in its latest version, ordered by _lsn; deletes are not emitted.
+// Scoping: x-ms-start-epk/x-ms-end-epk (hashed partition key range, sent by the SDK for
+// `partition_key=` or a sub-range feed range) or x-ms-documentdb-partitionkey.
+// https://learn.microsoft.com/rest/api/cosmos-db/list-documents (A-IM, If-None-Match headers)
+const { currentLsn } = require("./lsn");
+const { effectivePartitionKey, partitionKeyValues, supportsEpk } = require("./partition-key");
+
+const DEFAULT_PAGE_SIZE = 100;
+
+class ChangeFeedError extends Error {
+  constructor(statusCode, code, message) {
+    super(message);
+    this.statusCode = statusCode;
+    this.code = code;
+  }
+}
+
+const header = (req, name) => {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+};
+
+function isChangeFeedRequest(req) {
+  return req.method === "GET" && Boolean(header(req, "a-im"));
+}
+
+function parseLsnEtag(value) {
+  const text = String(value).trim().replace(/^W\//, "").replace(/^"(.*)"$/, "$1");
+  if (!/^\d+$/.test(text)) {
+    throw new ChangeFeedError(400, "BadRequest", `invalid change feed continuation ${value}`);
+  }
+  return Number(text);
+}
+
+const lsnEtag = (lsn) => `"${lsn}"`;
+
+function pageSize(req) {
+  const raw = header(req, "x-ms-max-item-count");
+  const n = raw === undefined ? NaN : parseInt(raw, 10);
+  return Number.isFinite(n) && n > 0 ? n : DEFAULT_PAGE_SIZE;
+}
+
+function scopeFilter(req, collectionData) {
+  const start = header(req, "x-ms-start-epk");
+  const end = header(req, "x-ms-end-epk");
+  if (start !== undefined || end !== undefined) {
+    if (!supportsEpk(collectionData)) {
+      throw new ChangeFeedError(
+        400,
+        "BadRequest",
+        "change feed scoped by partition key needs a container with partition key version 2"
+      );
+    }
+    const min = String(start || "").toUpperCase();
+    const max = end === undefined || end === "" ? "FF" : String(end).toUpperCase();
+    return (doc) => {
+      const epk = effectivePartitionKey(collectionData, partitionKeyValues(collectionData, doc));
+      return epk >= min && epk < max;
+    };
+  }
+  const pkHeader = header(req, "x-ms-documentdb-partitionkey");
+  if (pkHeader && pkHeader !== "[{}]") {
+    let wanted;
+    try {
+      wanted = JSON.parse(pkHeader);
+    } catch (err) {
+      throw new ChangeFeedError(400, "BadRequest", `invalid partition key header ${pkHeader}`);
+    }
+    const key = JSON.stringify(Array.isArray(wanted) ? wanted : [wanted]);
+    return (doc) => JSON.stringify(partitionKeyValues(collectionData, doc)) === key;
+  }
+  return null;
+}
+
+// Returns { statusCode, etag, documents } for one page of the feed.
+function readChangeFeed(collection, req) {
+  const collectionData = collection.read();
+  const latest = currentLsn(collection);
+  const ifNoneMatch = header(req, "if-none-match");
+  if (ifNoneMatch !== undefined && ifNoneMatch.trim() === "*") {
+    return { statusCode: 304, etag: lsnEtag(latest), documents: [] };
+  }
+  let accept;
+  let floor = null;
+  if (ifNoneMatch !== undefined && ifNoneMatch !== "") {
+    floor = parseLsnEtag(ifNoneMatch);
+    accept = (doc) => doc._lsn > floor;
+  } else if (header(req, "if-modified-since")) {
+    const since = Date.parse(header(req, "if-modified-since"));
+    if (Number.isNaN(since)) {
+      throw new ChangeFeedError(400, "BadRequest", "invalid If-Modified-Since header");
+    }
+    accept = (doc) => doc._ts * 1000 >= since;
+  } else {
+    accept = () => true;
+  }
+  const inScope = scopeFilter(req, collectionData);
+  const matching = [];
+  for (const item of collection.documents._data.values()) {
+    const doc = item.read();
+    if (accept(doc) && (!inScope || inScope(doc))) matching.push(doc);
+  }
+  matching.sort((a, b) => a._lsn - b._lsn);
+  const size = pageSize(req);
+  const page = matching.slice(0, size);
+  // A cut page resumes after its last item; otherwise everything up to `latest` has been seen.
+  const upTo = matching.length > size ? page[page.length - 1]._lsn : Math.max(latest, floor || 0);
+  return { statusCode: page.length ? 200 : 304, etag: lsnEtag(upTo), documents: page };
+}
+
+module.exports = { isChangeFeedRequest, readChangeFeed, ChangeFeedError };
