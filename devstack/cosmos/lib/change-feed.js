@@ -81,6 +81,11 @@ function scopeFilter(req, collectionData) {
 
 // Returns { statusCode, etag, documents } for one page of the feed.
 function readChangeFeed(collection, req) {
+  const mode = String(header(req, "a-im")).toLowerCase();
+  if (mode !== "incremental feed") {
+    // All-versions-and-deletes ("Full-Fidelity Feed") would need a log of every version.
+    throw new ChangeFeedError(400, "BadRequest", `change feed mode ${mode} is not supported`);
+  }
   const collectionData = collection.read();
   const latest = currentLsn(collection);
   const ifNoneMatch = header(req, "if-none-match");
