@@ -19,10 +19,20 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
-from proton import Condition, Delivery, Disposition, Endpoint, Link, Message, symbol, ulong
+from proton import (
+    Condition,
+    Delivery,
+    Disposition,
+    Endpoint,
+    Handler,
+    Link,
+    Message,
+    symbol,
+    ulong,
+)
 from proton.reactor import Container
 
 from .codec import DecodeError, decode_transfer, encode_delivery, facts_of
@@ -83,6 +93,7 @@ class _Role:
     entity: SendEntity | None = None
     store: MessageStore | None = None
     receiver: _Receiver | None = None
+    missing: str | None = None
 
 
 @dataclass
@@ -100,8 +111,9 @@ def _role(endpoint: Any) -> _Role | None:
     return role if isinstance(role, _Role) else None
 
 
-class _Timer:
+class _Timer(Handler):
     def __init__(self, callback: Callable[[], None]) -> None:
+        super().__init__()
         self._callback = callback
 
     def on_timer_task(self, _event: Any) -> None:
@@ -140,8 +152,11 @@ class BrokerHandler:
         self._container = event.container
         try:
             self._acceptor = event.container.listen(f"127.0.0.1:{self._port}")
-            port = int(self._acceptor._selectable.getsockname()[1])  # proton keeps the socket private
-        except BaseException as exc:
+            port = int(
+                self._acceptor._selectable.getsockname()[1]
+            )  # proton keeps the socket private
+            self._port = port
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
             self._on_failure(exc)
             event.container.stop()
             return
@@ -169,7 +184,7 @@ class BrokerHandler:
                 store.expire_locks(now)
             self._serve_pending(now)
             self._pump_all()
-        except Exception:
+        except Exception:  # noqa: BLE001 - one bad tick must not stop the reactor thread
             _LOG.exception("local Service Bus tick failed")
         self._container.schedule(_TICK_SECONDS, _Timer(self._tick))
 
@@ -228,7 +243,7 @@ class BrokerHandler:
                 self._attach_inbound(link, connection_id)
             else:
                 self._attach_outbound(link, connection_id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - refuse the link, keep the broker up
             _LOG.exception("local Service Bus attach failed")
             self._refuse(link, "amqp:internal-error", str(exc))
 
@@ -239,7 +254,9 @@ class BrokerHandler:
     def _refuse(self, link: Link, condition: str, description: str) -> None:
         self._echo_termini(link)
         link.open()
-        link.condition = Condition(condition, description)
+        link.condition = Condition(
+            condition, description, {symbol("tracking-id"): str(uuid.uuid4())}
+        )
         link.close()
 
     def _attach_inbound(self, link: Link, connection_id: int) -> None:
@@ -253,10 +270,10 @@ class BrokerHandler:
             role = _Role("mgmt", connection_id, store=self._namespace.receiver_store(entity_path))
         else:
             entity = self._namespace.sender_entity(address)
-            if entity is None:
-                self._refuse(link, _NOT_FOUND, self._not_found(address))
-                return
-            role = _Role("send", connection_id, entity=entity)
+            # An unknown entity is refused on the first transfer, not on the attach: pyamqp
+            # treats the attach reply as success and sends before it reads a following detach,
+            # which would surface as a connection error instead of MessagingEntityNotFoundError.
+            role = _Role("send", connection_id, entity=entity, missing=None if entity else address)
             link.max_message_size = self._namespace.max_message_size
             link.properties = {MAX_BATCH_SIZE: ulong(self._namespace.max_message_size)}
         link.sb_role = role
@@ -407,7 +424,7 @@ class BrokerHandler:
                 self._inbound(event, link, role)
             elif role.receiver is not None:
                 self._settled_by_client(event.delivery, role.receiver)
-        except Exception:
+        except Exception:  # noqa: BLE001 - one bad delivery must not stop the reactor thread
             _LOG.exception("local Service Bus delivery failed")
 
     def _inbound(self, event: Any, link: Link, role: _Role) -> None:
@@ -425,6 +442,8 @@ class BrokerHandler:
             return
         entity = role.entity
         if entity is None:
+            if role.missing is not None:
+                self._reject(delivery, _NOT_FOUND, self._not_found(role.missing))
             return
         self._stats.transfer(entity.name)
         decision = self._faults.take()
@@ -467,15 +486,23 @@ class BrokerHandler:
             result = entity.publish(messages, time.time())
         except PublishRefusedError as refused:
             self._stats.rejected(entity.name)
-            delivery.local.condition = Condition(refused.condition, refused.description)
-            delivery.update(Disposition.REJECTED)
-            delivery.settle()
+            self._reject(delivery, refused.condition, refused.description)
             return
         self._stats.accepted(entity.name, result.enqueued, result.duplicates)
         delivery.update(Delivery.ACCEPTED)
         delivery.settle()
         self._serve_pending(time.time())
         self._pump_all()
+
+    @staticmethod
+    def _reject(delivery: Delivery, condition: str, description: str) -> None:
+        # The SDK (pyamqp 7.15) reads error[2] unguarded: without an info map it fails in a
+        # callback and waits forever, so always send one, as Service Bus does.
+        delivery.local.condition = Condition(
+            condition, description, {symbol("tracking-id"): str(uuid.uuid4())}
+        )
+        delivery.update(Disposition.REJECTED)
+        delivery.settle()
 
     def _pump_all(self) -> None:
         for receiver in list(self._receivers.values()):
@@ -499,7 +526,8 @@ class BrokerHandler:
             encoded = encode_delivery(
                 message, locked_until=locked_until, delivery_count=message.delivery_count
             )
-            delivery = link.delivery(token.bytes_le)
+            # proton annotates the tag as str but takes bytes; lock token = UUID(bytes_le=tag)
+            delivery = link.delivery(cast(str, token.bytes_le))
             delivery.sb_lock = token
             link.send(encoded)
             link.advance()
@@ -520,7 +548,8 @@ class BrokerHandler:
             store.complete(token)
         elif state == Delivery.REJECTED:
             condition = delivery.remote.condition
-            info = dict(condition.info or {}) if condition is not None else {}
+            raw_info = condition.info if condition is not None else None
+            info: dict[Any, Any] = dict(raw_info) if isinstance(raw_info, dict) else {}
             reason = info.get(symbol("DeadLetterReason"), info.get("DeadLetterReason"))
             text = info.get(
                 symbol("DeadLetterErrorDescription"), info.get("DeadLetterErrorDescription")
@@ -540,7 +569,8 @@ class BrokerHandler:
     def _request(self, link: Link, role: _Role, raw: bytes) -> None:
         request = Message()
         request.decode(raw)
-        properties = {str(k): v for k, v in (request.properties or {}).items()}
+        raw_properties: dict[Any, Any] = dict(request.properties or {})
+        properties = {str(k): v for k, v in raw_properties.items()}
         if role.kind == "cbs":
             reply = Message(
                 correlation_id=request.id,

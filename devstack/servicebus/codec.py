@@ -9,7 +9,7 @@ section of its body decodes, completely, as an AMQP message.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from proton import Data, Described, Message, symbol, timestamp, ubyte, uint, ulong
 
@@ -41,7 +41,7 @@ def _sections(raw: bytes) -> list[_Section]:
     while offset < len(raw):
         data = Data()
         try:
-            consumed = data.decode(view[offset:])
+            consumed = data.decode(cast(bytes, view[offset:]))  # proton takes any buffer
         except Exception as exc:  # proton raises its own DataException
             raise DecodeError(str(exc)) from exc
         if consumed <= 0:
@@ -80,7 +80,8 @@ def _text(value: Any) -> str | None:
 def facts_of(raw: bytes) -> MessageFacts:
     message = Message()
     message.decode(raw)
-    properties = {str(k): _plain(v) for k, v in (message.properties or {}).items()}
+    raw_properties: dict[Any, Any] = dict(message.properties or {})
+    properties = {str(k): _plain(v) for k, v in raw_properties.items()}
     return MessageFacts(
         message_id=_text(message.id),
         session_id=_text(message.group_id),
@@ -123,9 +124,9 @@ def encode_delivery(
         annotations[symbol("x-opt-locked-until")] = timestamp(int(locked_until * 1000))
     if stored.dead_letter_source is not None:
         annotations[symbol("x-opt-deadletter-source")] = stored.dead_letter_source
-    message.annotations = annotations
+    message.annotations = cast(Any, annotations)  # proton's stub wants str keys; symbols are right
     if stored.extra_properties:
-        message.properties = {**(message.properties or {}), **stored.extra_properties}
+        message.properties = cast(Any, {**(message.properties or {}), **stored.extra_properties})
     encoded: bytes = message.encode()
     # proton leaves out a header whose fields are defaults, but the SDK reads delivery_count
     # from the header (None without one): always send it, with an explicit count.

@@ -245,7 +245,9 @@ class MessageStore:
         self._deferred[lock.message.sequence_number] = lock.message
         return True
 
-    def dead_letter_locked(self, token: uuid.UUID, reason: str | None, description: str | None) -> bool:
+    def dead_letter_locked(
+        self, token: uuid.UUID, reason: str | None, description: str | None
+    ) -> bool:
         lock = self._locks.pop(token, None)
         if lock is None:
             return False
@@ -318,9 +320,12 @@ class SendEntity:
     sequence: int = 0
 
     def publish(self, messages: list[tuple[bytes, MessageFacts]], now: float) -> PublishResult:
-        if self.is_queue and self.stores[0][1].requires_session:
-            if any(facts.session_id is None for _raw, facts in messages):
-                raise PublishRefusedError("amqp:not-allowed", SESSION_ID_MISSING)
+        if (
+            self.is_queue
+            and self.stores[0][1].requires_session
+            and any(facts.session_id is None for _raw, facts in messages)
+        ):
+            raise PublishRefusedError("amqp:not-allowed", SESSION_ID_MISSING)
         enqueued = duplicates = 0
         for raw, facts in messages:
             if (
@@ -433,4 +438,6 @@ class Namespace:
 def _detector(spec: TopicSpec | QueueSpec) -> DuplicateDetector | None:
     if not spec.requires_duplicate_detection:
         return None
-    return DuplicateDetector(float(iso_duration_seconds(spec.duplicate_detection_history_time_window)))
+    return DuplicateDetector(
+        float(iso_duration_seconds(spec.duplicate_detection_history_time_window))
+    )

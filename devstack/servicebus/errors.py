@@ -1,8 +1,8 @@
 """Errors of the local Service Bus broker.
 
-    LocalServiceBusError
-    ├── UnsupportedTopologyError    the topology asks for something the broker does not emulate
-    └── BrokerStartError            the broker thread failed to listen or to start in time
+LocalServiceBusError
+├── UnsupportedTopologyError    the topology asks for something the broker does not emulate
+└── BrokerStartError            the broker thread failed to listen or to start in time
 """
 
 from __future__ import annotations

@@ -67,12 +67,16 @@ def _update_disposition(
         "defered": store.defer,
         "deferred": store.defer,
         "suspended": lambda t: store.dead_letter_locked(
-            t, None if reason is None else str(reason), None if description is None else str(description)
+            t,
+            None if reason is None else str(reason),
+            None if description is None else str(description),
         ),
     }
     action = settle.get(status)
     if action is None:
-        return ManagementReply(400, f"Unknown disposition status {status!r}.", None, "amqp:invalid-field")
+        return ManagementReply(
+            400, f"Unknown disposition status {status!r}.", None, "amqp:invalid-field"
+        )
     for token in _tokens(body.get("lock-tokens")):
         if not action(token):
             return ManagementReply(410, f"The lock on message {token} was lost.", None, LOCK_LOST)

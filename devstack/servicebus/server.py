@@ -41,6 +41,8 @@ class LocalServiceBus:
         self._requested_port = port
         self._faults = faults if faults is not None else Faults()
         self._stats = StatsRecorder()
+        # Built here so an unsupported rule fails the constructor, before any thread starts.
+        self._namespace = Namespace(self._topology, on_dead_letter=self._stats.dead_lettered)
         self._port: int | None = None
         self._thread: threading.Thread | None = None
         self._injector: EventInjector | None = None
@@ -81,9 +83,8 @@ class LocalServiceBus:
     def start(self) -> LocalServiceBus:
         if self._thread is not None:
             raise RuntimeError("the broker is already started")
-        namespace = Namespace(self._topology, on_dead_letter=self._stats.dead_lettered)
         handler = BrokerHandler(
-            namespace,
+            self._namespace,
             self._faults,
             self._stats,
             on_ready=self._started,
@@ -110,7 +111,7 @@ class LocalServiceBus:
     def _run(self, container: Container) -> None:
         try:
             container.run()
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
             self._failure = exc
         finally:
             self._ready.set()
