@@ -26,6 +26,7 @@ from azure.servicebus.exceptions import (
     ServiceBusConnectionError,
     ServiceBusError,
     ServiceBusServerBusyError,
+    SessionCannotBeLockedError,
 )
 
 from devstack.servicebus import Faults, LocalServiceBus, UnsupportedTopologyError
@@ -236,7 +237,7 @@ def test_session_receiver_locked_session_refused_to_second_receiver(
     with servicebus_client.get_subscription_receiver(TOPIC, ALL, session_id="held") as first:
         assert len(_receive(first, 1)) == 1
         second = servicebus_client.get_subscription_receiver(TOPIC, ALL, session_id="held")
-        with second, pytest.raises(ServiceBusError):
+        with second, pytest.raises(SessionCannotBeLockedError):
             second.receive_messages(max_wait_time=0.5)
 
 
