@@ -1,0 +1,355 @@
+"""A change-feed processor: leases, fair share across instances, checkpoint after the handler.
+
+Per step (``run_once``), the processor
+1. every ``acquire_interval``: creates missing leases (one per feed range) and takes its fair
+   share of them (free or expired ones first, then one stolen from an over-loaded owner);
+2. renews leases last written ``renew_interval`` ago or earlier;
+3. reads one page (at most ``max_items``) per owned lease and hands it to ``handler``.
+
+Guarantees:
+- The checkpoint (continuation) is written to the lease ONLY after the handler returned for
+  that page. A handler that raises (transient or not: nothing may be lost) gets the SAME page
+  again after a capped exponential backoff; the checkpoint does not move meanwhile.
+- At-least-once: a page is handled again only when its checkpoint was not written (crash,
+  lease lost to another instance mid-batch, stop while retrying).
+- Leases are renewed by a background thread while ``run`` is active, so a long handler does
+  not lose its lease; in ``run_once`` stepping (tests), renewal happens between steps and
+  between handler retries.
+- ``start_from`` applies only when a lease is created; an existing lease resumes from its
+  checkpoint (or the start recorded when it was created).
+- Stop (``stop_event``): the current page is finished (or, while retrying, abandoned without
+  a checkpoint), then every lease is released with its last checkpoint.
+
+Pages of one lease are handled in order, one at a time; several owned leases are read in
+turn by the same thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from events.changefeed.feed import (
+    ChangeFeed,
+    FeedRange,
+    Position,
+    StartFrom,
+    as_change_feed,
+    is_start,
+)
+from events.changefeed.leases import Lease, LeaseManager, LeaseStore
+from events.errors import LeaseLostError, TransientError, is_transient
+
+if TYPE_CHECKING:
+    from azure.cosmos import ContainerProxy
+
+__all__ = ["Backoff", "ChangeFeedProcessor", "Handler", "default_instance_id"]
+
+logger = logging.getLogger(__name__)
+
+#: Receives one page of changed documents; returns when they are handled (its result is
+#: ignored), raises to have the same page delivered again.
+Handler = Callable[[list[dict[str, Any]]], object]
+
+_RENEWER_JOIN_TIMEOUT: Final = 10.0
+
+
+def default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential delays (seconds) between handler retries."""
+
+    initial: float = 1.0
+    maximum: float = 60.0
+    multiplier: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        """The wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.maximum, self.initial * self.multiplier ** max(0, attempt - 1)))
+
+
+@dataclass
+class _Owned:
+    lease: Lease
+    #: Everything before this position is handled (a continuation), or the lease's start.
+    position: Position
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def continuation(self) -> str | None:
+        return None if is_start(self.position) else str(self.position)
+
+
+class ChangeFeedProcessor:
+    def __init__(
+        self,
+        container: ChangeFeed | ContainerProxy,
+        lease_store: LeaseStore,
+        handler: Handler,
+        *,
+        name: str,
+        instance_id: str | None = None,
+        start_from: StartFrom = "beginning",
+        max_items: int = 100,
+        poll_interval: float = 1.0,
+        lease_duration: float = 60.0,
+        renew_interval: float = 17.0,
+        acquire_interval: float = 13.0,
+        backoff: Backoff | None = None,
+        clock: Callable[[], datetime] | None = None,
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
+        """``name`` is the lease prefix: one per processor (and per replay) on a lease store."""
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        if renew_interval >= lease_duration:
+            raise ValueError("renew_interval must be shorter than lease_duration")
+        self.name = name
+        self.instance_id = instance_id or default_instance_id()
+        self._feed = as_change_feed(container)
+        self._handler = handler
+        self._start_from = start_from
+        self._max_items = max_items
+        self._poll_interval = poll_interval
+        self._renew_interval = timedelta(seconds=renew_interval)
+        self._acquire_interval = timedelta(seconds=acquire_interval)
+        self._backoff = backoff or Backoff()
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._sleep = sleep
+        self._leases = LeaseManager(
+            lease_store,
+            prefix=name,
+            instance_id=self.instance_id,
+            lease_duration=timedelta(seconds=lease_duration),
+            clock=self._clock,
+        )
+        self._owned: dict[str, _Owned] = {}
+        self._owned_lock = threading.Lock()
+        self._next_balance: datetime | None = None
+        self._stop = threading.Event()
+        self.documents_handled = 0
+        self.batches_handled = 0
+
+    # -- public stepping -------------------------------------------------------------------
+
+    @property
+    def owned_leases(self) -> list[str]:
+        """Ids of the leases this instance holds, sorted."""
+        with self._owned_lock:
+            return sorted(self._owned)
+
+    def run_once(self) -> int:
+        """One step (balance if due, renew if due, one page per owned lease); returns the
+        number of documents handled and checkpointed."""
+        now = self._clock()
+        if self._next_balance is None or now >= self._next_balance:
+            self._balance()
+            self._next_balance = now + self._acquire_interval
+        self._renew_due()
+        handled = 0
+        for owned in self._snapshot():
+            if self._stop.is_set():
+                break
+            handled += self._process(owned)
+        return handled
+
+    def run(self, stop_event: threading.Event) -> None:
+        """Process until ``stop_event`` is set, then release the leases."""
+        self._stop = stop_event
+        renewer_stop = threading.Event()
+        renewer = threading.Thread(
+            target=self._renew_loop,
+            args=(renewer_stop,),
+            name=f"lease-renewer-{self.name}",
+            daemon=True,
+        )
+        renewer.start()
+        logger.info("change feed processor started processor=%s", self.name)
+        try:
+            while not stop_event.is_set():
+                if self.run_once() == 0:
+                    stop_event.wait(self._poll_interval)
+        finally:
+            renewer_stop.set()
+            renewer.join(_RENEWER_JOIN_TIMEOUT)
+            self.release_all()
+            logger.info(
+                "change feed processor stopped processor=%s batches=%d documents=%d",
+                self.name,
+                self.batches_handled,
+                self.documents_handled,
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def release_all(self) -> None:
+        """Give up every lease, keeping each one's last checkpoint."""
+        for owned in self._snapshot():
+            with owned.lock:
+                try:
+                    self._leases.release(owned.lease, owned.continuation)
+                except TransientError as exc:
+                    logger.warning(
+                        "lease release failed processor=%s error=%s", self.name, type(exc).__name__
+                    )
+            self._drop(owned.lease.id)
+            logger.info(
+                "lease released processor=%s", self.name, extra={"lease_id": owned.lease.id}
+            )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _snapshot(self) -> list[_Owned]:
+        with self._owned_lock:
+            return list(self._owned.values())
+
+    def _drop(self, lease_id: str) -> None:
+        with self._owned_lock:
+            self._owned.pop(lease_id, None)
+
+    def _balance(self) -> None:
+        try:
+            self._leases.ensure(self._feed.feed_ranges(), self._start_from, self._current)
+            acquired = self._leases.balance(held=self.owned_leases)
+        except TransientError as exc:
+            logger.warning("lease balancing failed processor=%s error=%s", self.name, exc)
+            return
+        with self._owned_lock:
+            for lease in acquired:
+                self._owned[lease.id] = _Owned(lease=lease, position=lease.position)
+        for lease in acquired:
+            logger.info(
+                "lease acquired processor=%s instance=%s",
+                self.name,
+                self.instance_id,
+                extra={"lease_id": lease.id},
+            )
+
+    def _current(self, feed_range: FeedRange) -> str:
+        return self._feed.read_page(feed_range, "now", 1).continuation
+
+    def _renew_loop(self, stop: threading.Event) -> None:
+        period = max(0.05, self._renew_interval.total_seconds() / 2)
+        while not stop.wait(period):
+            self._renew_due()
+
+    def _renew_due(self) -> None:
+        for owned in self._snapshot():
+            self._renew_if_due(owned)
+
+    def _renew_if_due(self, owned: _Owned) -> None:
+        with owned.lock:
+            if self._clock() - owned.lease.timestamp < self._renew_interval:
+                return
+            try:
+                owned.lease = self._leases.renew(owned.lease, owned.continuation)
+            except LeaseLostError:
+                self._lost(owned)
+            except TransientError as exc:
+                logger.warning("lease renewal failed processor=%s error=%s", self.name, exc)
+
+    def _lost(self, owned: _Owned) -> None:
+        self._drop(owned.lease.id)
+        logger.info(
+            "lease lost processor=%s instance=%s",
+            self.name,
+            self.instance_id,
+            extra={"lease_id": owned.lease.id},
+        )
+
+    def _is_owned(self, owned: _Owned) -> bool:
+        with self._owned_lock:
+            return self._owned.get(owned.lease.id) is owned
+
+    def _process(self, owned: _Owned) -> int:
+        try:
+            page = self._feed.read_page(owned.lease.feed_range, owned.position, self._max_items)
+        except Exception as exc:  # noqa: BLE001 - a failed read is retried on the next step
+            log = logger.warning if is_transient(exc) else logger.error
+            log(
+                "change feed read failed processor=%s error=%s",
+                self.name,
+                type(exc).__name__,
+                extra={"lease_id": owned.lease.id},
+            )
+            return 0
+        if not page.items:
+            with owned.lock:
+                owned.position = page.continuation
+            return 0
+        attempts = self._deliver(owned, page.items)
+        if attempts == 0:
+            return 0
+        with owned.lock:
+            owned.position = page.continuation
+            try:
+                owned.lease = self._leases.checkpoint(owned.lease, page.continuation)
+            except LeaseLostError:
+                # Handled, but another instance owns the range now and resumes from the
+                # previous checkpoint: this page will be handled twice (at-least-once).
+                self._lost(owned)
+                return 0
+            except TransientError as exc:
+                # The position is kept in memory and written by the next renewal.
+                logger.warning("checkpoint failed processor=%s error=%s", self.name, exc)
+        self.batches_handled += 1
+        self.documents_handled += len(page.items)
+        logger.info(
+            "change feed batch processor=%s documents=%d attempts=%d",
+            self.name,
+            len(page.items),
+            attempts,
+            extra={
+                "lease_id": owned.lease.id,
+                "first_lsn": page.items[0].get("_lsn"),
+                "last_lsn": page.items[-1].get("_lsn"),
+            },
+        )
+        return len(page.items)
+
+    def _deliver(self, owned: _Owned, items: list[dict[str, Any]]) -> int:
+        """Hand ``items`` to the handler until it returns; the number of attempts, or 0 when
+        the page was abandoned (stop requested or lease lost while retrying)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self._handler(items)
+            except Exception as exc:  # noqa: BLE001 - every failure is retried: nothing is lost
+                delay = self._backoff.delay(attempt)
+                logger.warning(
+                    "handler failed processor=%s attempt=%d transient=%s error=%s retry_in=%.1fs",
+                    self.name,
+                    attempt,
+                    is_transient(exc),
+                    type(exc).__name__,
+                    delay,
+                    extra={"lease_id": owned.lease.id},
+                )
+                if self._stop.is_set():
+                    return 0
+                self._wait(delay)
+                if self._stop.is_set():
+                    return 0
+                self._renew_if_due(owned)
+                if not self._is_owned(owned):
+                    return 0
+            else:
+                return attempt
+
+    def _wait(self, seconds: float) -> None:
+        if self._sleep is not None:
+            self._sleep(seconds)
+        else:
+            self._stop.wait(seconds)
