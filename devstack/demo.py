@@ -212,25 +212,27 @@ class Consumer:
 
     def run(self, destination: str, stop: threading.Event) -> None:
         while not stop.is_set():
+            # Opened by the first receive, not by `with`: only then does max_wait_time bound
+            # the wait for a session (the SDK's open on enter waits for the server's timeout).
+            receiver = self._receiver(destination)
             try:
-                with self._receiver(destination) as receiver:
-                    while batch := receiver.receive_messages(
-                        max_message_count=50, max_wait_time=0.5
-                    ):
-                        for message in batch:
-                            event = event_from_message(
-                                b"".join(message.body),
-                                message.application_properties or {},
-                                message.content_type,
-                            )
-                            if self._helper.handle(event).duplicate:
-                                self._ledger.duplicate()
-                            receiver.complete_message(message)
+                while batch := receiver.receive_messages(max_message_count=50, max_wait_time=0.5):
+                    for message in batch:
+                        event = event_from_message(
+                            b"".join(message.body),
+                            message.application_properties or {},
+                            message.content_type,
+                        )
+                        if self._helper.handle(event).duplicate:
+                            self._ledger.duplicate()
+                        receiver.complete_message(message)
             except OperationTimeoutError:
                 continue  # no session has messages right now
             except ServiceBusError as exc:
                 print(f"  consumer: {type(exc).__name__}, reconnecting", file=sys.stderr)
                 stop.wait(0.5)
+            finally:
+                receiver.close()
 
 
 class Relay:
