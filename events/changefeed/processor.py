@@ -12,6 +12,9 @@ Guarantees:
   again after a capped exponential backoff; the checkpoint does not move meanwhile.
 - At-least-once: a page is handled again only when its checkpoint was not written (crash,
   lease lost to another instance mid-batch, stop while retrying).
+- ``checkpoint_interval`` (default 0: after every page) trades lease writes for replay: with
+  N seconds, a handled page's checkpoint may wait up to N seconds in memory (written by the
+  next page, renewal or release), and a crash replays what was handled in that time.
 - Leases are renewed by a background thread while ``run`` is active, so a long handler does
   not lose its lease; in ``run_once`` stepping (tests), renewal happens between steps and
   between handler retries.
@@ -105,6 +108,7 @@ class ChangeFeedProcessor:
         lease_duration: float = 60.0,
         renew_interval: float = 17.0,
         acquire_interval: float = 13.0,
+        checkpoint_interval: float = 0.0,
         backoff: Backoff | None = None,
         clock: Callable[[], datetime] | None = None,
         sleep: Callable[[float], object] | None = None,
@@ -123,6 +127,7 @@ class ChangeFeedProcessor:
         self._poll_interval = poll_interval
         self._renew_interval = timedelta(seconds=renew_interval)
         self._acquire_interval = timedelta(seconds=acquire_interval)
+        self._checkpoint_interval = timedelta(seconds=checkpoint_interval)
         self._backoff = backoff or Backoff()
         self._clock = clock or (lambda: datetime.now(UTC))
         self._sleep = sleep
@@ -294,7 +299,8 @@ class ChangeFeedProcessor:
         with owned.lock:
             owned.position = page.continuation
             try:
-                owned.lease = self._leases.checkpoint(owned.lease, page.continuation)
+                if self._clock() - owned.lease.timestamp >= self._checkpoint_interval:
+                    owned.lease = self._leases.checkpoint(owned.lease, page.continuation)
             except LeaseLostError:
                 # Handled, but another instance owns the range now and resumes from the
                 # previous checkpoint: this page will be handled twice (at-least-once).
