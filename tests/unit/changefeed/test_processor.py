@@ -285,3 +285,28 @@ def test_processor_bad_settings_rejected(bad: dict[str, Any]) -> None:
             lease_duration=10.0,
             **bad,
         )
+
+
+def test_processor_checkpoint_interval_defers_write_until_interval_passed() -> None:
+    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    _write(feed, "d1", "d2", "d3")
+    processor = ChangeFeedProcessor(
+        feed,
+        store,
+        Recorder(),
+        name="p.",
+        instance_id="a",
+        max_items=1,
+        lease_duration=10.0,
+        renew_interval=5.0,
+        checkpoint_interval=2.0,
+        clock=clock,
+    )
+    processor.run_once()  # acquires at T0, handles d1: the lease was written just now
+    deferred = store.get(LEASE_ID)
+    clock.advance(2)
+    processor.run_once()  # handles d2: two seconds since the last write
+
+    assert deferred is not None
+    assert deferred.continuation is None
+    assert store.get(LEASE_ID).continuation == "2"  # type: ignore[union-attr]
