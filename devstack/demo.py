@@ -238,15 +238,37 @@ class Consumer:
 class Relay:
     """The relay as a child process: ``python -m events run`` with the dev-stack settings."""
 
+    #: Short leases so that a restarted relay takes over a killed one's feed within seconds.
+    OPTIONS: tuple[str, ...] = (
+        "--insecure-local",
+        "--lease-duration",
+        "6",
+        "--renew-interval",
+        "2",
+        "--poll-interval",
+        "0.3",
+        "--acquire-interval",
+        "1",
+    )
+
     def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
         self._env = env
         self._log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
 
     def start(self) -> None:
         log = self._log_path.open("ab")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "events", "run", "--insecure-local"],
+            [
+                sys.executable,
+                "-m",
+                "events",
+                "run",
+                *self.OPTIONS,
+                "--instance-id",
+                f"relay-{self.starts}",
+            ],
             cwd=ROOT,
             env={**os.environ, **self._env},
             stdin=subprocess.DEVNULL,
@@ -255,6 +277,7 @@ class Relay:
             start_new_session=True,
         )
         log.close()
+        self.starts += 1
 
     def kill(self) -> None:
         if self._process is not None and self._process.poll() is None:
@@ -314,7 +337,7 @@ class Demo:
                 consuming = threading.Event()
                 threads = [
                     threading.Thread(target=consumer.run, args=(d, consuming), daemon=True)
-                    for d in ("integration-events", "integration-events", "payments")
+                    for d in ("integration-events",) * 4 + ("payments",)
                 ]
                 for thread in threads:
                     thread.start()

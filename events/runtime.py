@@ -66,13 +66,15 @@ class Runtime:
         return cls(settings=settings, publisher=publisher, quarantine=quarantine, relays=relays)
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str]) -> Runtime:
+    def from_environment(cls, environ: Mapping[str, str], *, verify_tls: bool = True) -> Runtime:
+        """Build from app settings. ``verify_tls=False`` only for a loopback dev server."""
         # Adapters are imported here so that pure users of the package never load the SDKs.
         from events.servicebus import ServiceBusPublisher, service_bus_client  # noqa: PLC0415
         from events.stores import CosmosQuarantine, cosmos_client  # noqa: PLC0415
 
         settings = load_settings(environ)
-        database = cosmos_client(settings.cosmos).get_database_client(settings.database)
+        client = cosmos_client(settings.cosmos, verify_tls=verify_tls)
+        database = client.get_database_client(settings.database)
         quarantine = CosmosQuarantine(database.get_container_client(settings.containers.quarantine))
         publisher = ServiceBusPublisher(service_bus_client(settings.service_bus))
         return cls.assemble(settings, publisher, quarantine)

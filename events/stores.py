@@ -13,7 +13,11 @@ from typing import Final
 
 from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
 from azure.cosmos import ContainerProxy, CosmosClient
-from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
+from azure.cosmos.exceptions import (
+    CosmosBatchOperationError,
+    CosmosHttpResponseError,
+    CosmosResourceNotFoundError,
+)
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
 from events.errors import SettingsError, StoreUnavailableError
@@ -54,6 +58,8 @@ def translate_cosmos_errors(what: str) -> Iterator[None]:
     """Turn transient Cosmos failures into StoreUnavailableError; let the rest through."""
     try:
         yield
+    except CosmosBatchOperationError:
+        raise  # per-operation statuses: the batch's caller interprets them
     except CosmosHttpResponseError as exc:
         if exc.status_code in TRANSIENT_STATUS:
             raise StoreUnavailableError(f"{what}: Cosmos DB answered {exc.status_code}") from exc

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--poll-interval", type=float, default=1.0)
     parser.add_argument("--lease-duration", type=float, default=60.0)
     parser.add_argument("--renew-interval", type=float, default=17.0)
+    parser.add_argument(
+        "--acquire-interval", type=float, default=13.0, help="seconds between lease balancing"
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -76,21 +79,8 @@ def _runtime(environ: Mapping[str, str], verify_tls: bool) -> tuple[Runtime, Cos
     # Adapters are imported here so that importing the host stays cheap.
     from events.stores import cosmos_client  # noqa: PLC0415
 
-    if verify_tls:
-        runtime = Runtime.from_environment(environ)
-        return runtime, cosmos_client(runtime.settings.cosmos)
-    # Runtime.from_environment always verifies TLS, so build the same graph with a client
-    # that does not (loopback dev server only).
-    from events.servicebus import ServiceBusPublisher, service_bus_client  # noqa: PLC0415
-    from events.settings import load_settings  # noqa: PLC0415
-    from events.stores import CosmosQuarantine  # noqa: PLC0415
-
-    settings = load_settings(environ)
-    client = cosmos_client(settings.cosmos, verify_tls=False)
-    database = client.get_database_client(settings.database)
-    quarantine = CosmosQuarantine(database.get_container_client(settings.containers.quarantine))
-    publisher = ServiceBusPublisher(service_bus_client(settings.service_bus))
-    return Runtime.assemble(settings, publisher, quarantine), client
+    runtime = Runtime.from_environment(environ, verify_tls=verify_tls)
+    return runtime, cosmos_client(runtime.settings.cosmos, verify_tls=verify_tls)
 
 
 def build_processors(
@@ -120,6 +110,7 @@ def build_processors(
                 poll_interval=args.poll_interval,
                 lease_duration=args.lease_duration,
                 renew_interval=args.renew_interval,
+                acquire_interval=args.acquire_interval,
             )
         )
     return processors
@@ -145,6 +136,8 @@ def run_main(argv: list[str]) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # The SDKs log every HTTP request and AMQP state change at INFO: keep their warnings only.
+    logging.getLogger("azure").setLevel(max(logging.WARNING, logging.getLogger().level))
     runtime, client = _runtime(os.environ, verify_tls=not args.insecure_local)
     processors = build_processors(runtime, client, args)
     stop = threading.Event()

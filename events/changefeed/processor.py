@@ -182,7 +182,15 @@ class ChangeFeedProcessor:
         logger.info("change feed processor started processor=%s", self.name)
         try:
             while not stop_event.is_set():
-                if self.run_once() == 0:
+                try:
+                    handled = self.run_once()
+                except Exception:
+                    # A dead processor thread would stall its feed silently: log, wait, go on.
+                    # Nothing is skipped: the checkpoint only moves after a handled page.
+                    logger.exception("change feed step failed processor=%s", self.name)
+                    stop_event.wait(self._poll_interval)
+                    continue
+                if handled == 0:
                     stop_event.wait(self._poll_interval)
         finally:
             renewer_stop.set()

@@ -16,6 +16,7 @@ const { executeBatch } = require("./batch");
 const { currentLsn, setLsn } = require("./lsn");
 const { partitionKeyValues } = require("./partition-key");
 const ttl = require("./ttl");
+const { queryPartition } = require("./query");
 
 const ERROR_CODES = {
   400: "BadRequest",
@@ -122,7 +123,16 @@ async function readPartitionKeyRanges(account, req, res, params) {
   return body;
 }
 
+async function queryDocuments(account, req, res, params) {
+  const header = partitionFromHeader(req);
+  if (!header) return handlers.queryDocuments(account, req, res, params);
+  const collection = collectionOf(account, params);
+  if (!collection) return notFound(res, "Collection");
+  return queryPartition(collection, req, res, header);
+}
+
 const replacements = new Map([
+  [handlers.queryDocuments, queryDocuments],
   [handlers.readPartitionKeyRanges, readPartitionKeyRanges],
   [handlers.readDocument, readDocument],
   [handlers.readDocuments, readDocumentsOrChangeFeed],

@@ -20,6 +20,7 @@ module.exports = {
   documentOperations: require(`${LIB}/handler/_document-operations`),
   patchOperation: require(`${LIB}/handler/_patch-operations`).patchOperation,
   readJson: load("json"),
+  readItems: load("handler/_read-items"),
   partitionFromHeader: load("utils/get-partition-from-header"),
   parsePartitionKey: require(`${LIB}/utils/get-partition-from-header`).parsePartitionKey,
   getValue: load("utils/get-value"),
@@ -34,4 +35,5 @@ module.exports.handlers = {
   batchDocuments: load("handler/batch-documents"),
   replaceCollection: load("handler/replace-collection"),
   readPartitionKeyRanges: load("handler/read-partition-key-ranges"),
+  queryDocuments: load("handler/query-documents"),
 };

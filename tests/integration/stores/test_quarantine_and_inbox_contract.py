@@ -1,0 +1,153 @@
+"""Contract tests shared by the in-memory and the Cosmos DB quarantine store and inbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from azure.cosmos import DatabaseProxy, PartitionKey
+
+from events.consumer import IdempotentConsumer, Inbox, InMemoryInbox
+from events.envelope import IntegrationEvent
+from events.quarantine import (
+    InMemoryQuarantine,
+    QuarantineReason,
+    QuarantineRecord,
+    QuarantineStore,
+)
+from events.stores import CosmosInbox, CosmosQuarantine
+
+NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+
+Reader = Callable[[str, str], dict[str, object] | None]
+
+
+@pytest.fixture(params=["memory", pytest.param("cosmos", marks=pytest.mark.integration)])
+def quarantine(request: pytest.FixtureRequest) -> Iterator[tuple[QuarantineStore, Reader]]:
+    if request.param == "memory":
+        store = InMemoryQuarantine()
+
+        def read_memory(record_id: str, partition_key: str) -> dict[str, object] | None:
+            record = store.records.get(record_id)
+            return None if record is None else record.to_document()
+
+        yield store, read_memory
+        return
+    database: DatabaseProxy = request.getfixturevalue("cosmos_database")
+    container = database.create_container(
+        id="quarantine", partition_key=PartitionKey(path="/partitionKey")
+    )
+
+    def read_cosmos(record_id: str, partition_key: str) -> dict[str, object] | None:
+        items = list(
+            container.query_items(
+                "SELECT * FROM c WHERE c.id = @id",
+                parameters=[{"name": "@id", "value": record_id}],
+                partition_key=partition_key,
+            )
+        )
+        return items[0] if items else None
+
+    yield CosmosQuarantine(container), read_cosmos
+
+
+@pytest.fixture(params=["memory", pytest.param("cosmos", marks=pytest.mark.integration)])
+def inbox(request: pytest.FixtureRequest) -> Inbox:
+    if request.param == "memory":
+        return InMemoryInbox()
+    database: DatabaseProxy = request.getfixturevalue("cosmos_database")
+    return CosmosInbox(
+        database.create_container(id="inbox", partition_key=PartitionKey(path="/consumer"))
+    )
+
+
+def _record(lsn: int = 7, error: str = "bad time") -> QuarantineRecord:
+    return QuarantineRecord(
+        feed="relay_orders",
+        container="orders",
+        document_id="order-1",
+        partition_key="order-1",
+        lsn=lsn,
+        reason=QuarantineReason.INVALID_DOCUMENT,
+        error=error,
+        quarantined_at=NOW,
+        document={"id": "order-1", "partitionKey": "order-1", "time": "bad"},
+    )
+
+
+def test_quarantine_put_stores_reason_error_and_document_to_redrive(
+    quarantine: tuple[QuarantineStore, Reader],
+) -> None:
+    store, read = quarantine
+
+    store.put(_record())
+
+    stored = read(_record().id, "order-1")
+    assert stored is not None
+    assert stored["reason"] == "invalid-document"
+    assert stored["error"] == "bad time"
+    assert stored["document"] == {"id": "order-1", "partitionKey": "order-1", "time": "bad"}
+    assert (stored["container"], stored["documentId"], stored["lsn"]) == ("orders", "order-1", 7)
+
+
+def test_quarantine_same_change_twice_is_one_record(
+    quarantine: tuple[QuarantineStore, Reader],
+) -> None:
+    store, read = quarantine
+
+    store.put(_record(error="first"))
+    store.put(_record(error="second"))
+
+    stored = read(_record().id, "order-1")
+    assert stored is not None
+    assert stored["error"] == "second"
+    assert _record(lsn=8).id != _record().id
+
+
+def _event(event_id: str) -> IntegrationEvent:
+    return IntegrationEvent(
+        id=event_id,
+        source="/test",
+        type="OrderPlaced",
+        subject="order-1",
+        time=NOW,
+        data={},
+        partitionkey="order-1",
+    )
+
+
+def test_inbox_consumer_handles_each_event_id_once(inbox: Inbox) -> None:
+    handled: list[str] = []
+    consumer = IdempotentConsumer("billing", inbox, lambda e: handled.append(e.id))
+
+    outcomes = [consumer.handle(_event(i)) for i in ("a", "b", "a", "b", "c")]
+
+    assert handled == ["a", "b", "c"]
+    assert [o.duplicate for o in outcomes] == [False, False, True, True, False]
+    assert (consumer.handled, consumer.duplicates) == (3, 2)
+
+
+def test_inbox_consumers_are_independent(inbox: Inbox) -> None:
+    handled: list[str] = []
+    IdempotentConsumer("billing", inbox, lambda e: handled.append("billing")).handle(_event("a"))
+
+    IdempotentConsumer("shipping", inbox, lambda e: handled.append("shipping")).handle(_event("a"))
+
+    assert handled == ["billing", "shipping"]
+
+
+def test_inbox_handler_failure_records_nothing_so_redelivery_retries(inbox: Inbox) -> None:
+    attempts: list[str] = []
+
+    def flaky(event: IntegrationEvent) -> None:
+        attempts.append(event.id)
+        if len(attempts) == 1:
+            raise RuntimeError("downstream unavailable")
+
+    consumer = IdempotentConsumer("billing", inbox, flaky)
+    with pytest.raises(RuntimeError):
+        consumer.handle(_event("a"))
+
+    assert consumer.handle(_event("a")).handled
+    assert attempts == ["a", "a"]
