@@ -18,6 +18,8 @@ __all__ = [
     "change_time",
     "document_id",
     "document_lsn",
+    "integer",
+    "mapping",
     "optional_str",
     "parse_time",
     "partition_key_value",
@@ -69,6 +71,21 @@ def optional_str(document: Document, name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidDocumentError(f"field {name!r} must be a string when present")
+    return value
+
+
+def integer(document: Document, name: str, default: int | None = None) -> int:
+    """An integer field (booleans refused); ``default`` when absent, if one is given."""
+    value = document.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidDocumentError(f"field {name!r} must be an integer")
+    return value
+
+
+def mapping(document: Document, name: str) -> Mapping[str, Any]:
+    value = document.get(name)
+    if not isinstance(value, Mapping):
+        raise InvalidDocumentError(f"field {name!r} must be an object")
     return value
 
 

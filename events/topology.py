@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from events.errors import SettingsError
 
@@ -100,57 +100,46 @@ class RuleSpec(_Spec):
     filter: Annotated[CorrelationFilter | SqlFilter, Field(discriminator="type")]
 
 
-class SubscriptionSpec(_Spec):
-    name: str
+def _valid_duration(value: str) -> str:
+    iso_duration_seconds(value)
+    return value
+
+
+IsoDuration = Annotated[str, AfterValidator(_valid_duration)]
+
+
+class _Delivery(_Spec):
+    """How a queue or subscription hands out messages."""
+
     requires_session: bool = Field(alias="requiresSession")
     max_delivery_count: int = Field(alias="maxDeliveryCount", ge=1)
-    lock_duration: str = Field(alias="lockDuration")
+    lock_duration: IsoDuration = Field(alias="lockDuration")
     dead_lettering_on_message_expiration: bool = Field(alias="deadLetteringOnMessageExpiration")
-    default_message_time_to_live: str = Field(alias="defaultMessageTimeToLive")
+    default_message_time_to_live: IsoDuration = Field(alias="defaultMessageTimeToLive")
+
+
+class _Entity(_Spec):
+    """What a queue or topic accepts: the relay sends to these, with duplicate detection."""
+
+    name: str
+    requires_duplicate_detection: bool = Field(alias="requiresDuplicateDetection")
+    duplicate_detection_history_time_window: IsoDuration = Field(
+        alias="duplicateDetectionHistoryTimeWindow"
+    )
+    default_message_time_to_live: IsoDuration = Field(alias="defaultMessageTimeToLive")
+
+
+class SubscriptionSpec(_Delivery):
+    name: str
     rules: tuple[RuleSpec, ...] = ()
 
-    @field_validator("lock_duration", "default_message_time_to_live")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        iso_duration_seconds(value)
-        return value
 
-
-class TopicSpec(_Spec):
-    name: str
-    requires_duplicate_detection: bool = Field(alias="requiresDuplicateDetection")
-    duplicate_detection_history_time_window: str = Field(
-        alias="duplicateDetectionHistoryTimeWindow"
-    )
-    default_message_time_to_live: str = Field(alias="defaultMessageTimeToLive")
+class TopicSpec(_Entity):
     subscriptions: tuple[SubscriptionSpec, ...] = ()
 
-    @field_validator("duplicate_detection_history_time_window", "default_message_time_to_live")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        iso_duration_seconds(value)
-        return value
 
-
-class QueueSpec(_Spec):
-    name: str
-    requires_duplicate_detection: bool = Field(alias="requiresDuplicateDetection")
-    duplicate_detection_history_time_window: str = Field(
-        alias="duplicateDetectionHistoryTimeWindow"
-    )
-    default_message_time_to_live: str = Field(alias="defaultMessageTimeToLive")
-    requires_session: bool = Field(alias="requiresSession")
-    max_delivery_count: int = Field(alias="maxDeliveryCount", ge=1)
-    lock_duration: str = Field(alias="lockDuration")
-    dead_lettering_on_message_expiration: bool = Field(alias="deadLetteringOnMessageExpiration")
-
-    @field_validator(
-        "duplicate_detection_history_time_window", "default_message_time_to_live", "lock_duration"
-    )
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        iso_duration_seconds(value)
-        return value
+class QueueSpec(_Entity, _Delivery):
+    pass
 
 
 class ServiceBusSpec(_Spec):

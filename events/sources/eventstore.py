@@ -18,7 +18,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from events.documents import Document, optional_str, parse_time, required_str
+from events.documents import (
+    Document,
+    integer,
+    mapping,
+    optional_str,
+    parse_time,
+    required_str,
+)
 from events.envelope import IntegrationEvent, deterministic_id, sequence_of
 from events.errors import InvalidDocumentError
 from events.sources.base import SourceContext
@@ -72,18 +79,14 @@ class EventStoreSource:
         self, document: Document, partition_key: str, context: SourceContext
     ) -> list[IntegrationEvent]:
         event_type = required_str(document, "eventType")
-        event_version = document.get("eventVersion", 1)
-        if isinstance(event_version, bool) or not isinstance(event_version, int):
-            raise InvalidDocumentError("field 'eventVersion' must be an integer")
+        event_version = integer(document, "eventVersion", 1)
         if not context.contracts.knows(event_type):
             return []  # a private event: it stays in the stream
         stream_id = required_str(document, "streamId")
-        version = document.get("version")
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        version = integer(document, "version")
+        if version < 1:
             raise InvalidDocumentError("field 'version' must be a positive integer")
-        data = document.get("data")
-        if not isinstance(data, Mapping):
-            raise InvalidDocumentError("field 'data' must be an object")
+        data = mapping(document, "data")
         contract = context.contracts.get(event_type, event_version)
         return [
             IntegrationEvent(

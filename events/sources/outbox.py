@@ -12,7 +12,6 @@ expire by TTL, which bounds how long an outage may last without loss.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -21,12 +20,13 @@ from events.documents import (
     Document,
     document_id,
     document_lsn,
+    integer,
+    mapping,
     optional_str,
     parse_time,
     required_str,
 )
 from events.envelope import IntegrationEvent, sequence_of
-from events.errors import InvalidDocumentError
 from events.sources.base import SourceContext
 
 __all__ = ["OUTBOX_TYPE", "OutboxSource", "outbox_document"]
@@ -74,13 +74,8 @@ class OutboxSource:
         self, document: Document, partition_key: str, context: SourceContext
     ) -> list[IntegrationEvent]:
         event_type = required_str(document, "eventType")
-        version = document.get("eventVersion", 1)
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise InvalidDocumentError("field 'eventVersion' must be an integer")
-        data = document.get("data")
-        if not isinstance(data, Mapping):
-            raise InvalidDocumentError("field 'data' must be an object")
-        contract = context.contracts.get(event_type, version)
+        data = mapping(document, "data")
+        contract = context.contracts.get(event_type, integer(document, "eventVersion", 1))
         return [
             IntegrationEvent(
                 id=document_id(document),

@@ -1,0 +1,134 @@
+"""Settings read once with clear errors, and the topology file's validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from events.errors import SettingsError
+from events.settings import DEFAULTS, load_settings
+from events.topology import DEFAULT_TOPOLOGY, iso_duration_seconds, load_topology
+
+LOCAL = {
+    "RELAY_COSMOS": "AccountEndpoint=https://127.0.0.1:8081/;AccountKey=a2V5;",
+    "RELAY_SERVICEBUS": "Endpoint=sb://127.0.0.1:5672;SharedAccessKeyName=k;SharedAccessKey=v;",
+}
+AZURE = {
+    "RELAY_COSMOS__accountEndpoint": "https://acct.documents.azure.com:443/",
+    "RELAY_COSMOS__credential": "managedidentity",
+    "RELAY_COSMOS__clientId": "11111111-2222-3333-4444-555555555555",
+    "RELAY_SERVICEBUS__fullyQualifiedNamespace": "ns.servicebus.windows.net",
+    "RELAY_SERVICEBUS__credential": "managedidentity",
+    "RELAY_SERVICEBUS__clientId": "11111111-2222-3333-4444-555555555555",
+}
+
+
+def test_settings_local_connection_strings_and_defaults() -> None:
+    settings = load_settings(LOCAL)
+
+    assert settings.cosmos.connection_string == LOCAL["RELAY_COSMOS"]
+    assert settings.service_bus.connection_string == LOCAL["RELAY_SERVICEBUS"]
+    assert settings.database == "relay"
+    assert settings.containers.leases == "leases"
+    assert settings.default_destination == "integration-events"
+    assert dict(settings.routes) == {"PaymentCaptured": "payments"}
+
+
+def test_settings_azure_identity_names_endpoint_credential_and_client_id() -> None:
+    settings = load_settings(AZURE)
+
+    assert settings.cosmos.account_endpoint == AZURE["RELAY_COSMOS__accountEndpoint"]
+    assert settings.cosmos.credential == "managedidentity"
+    assert settings.cosmos.client_id == AZURE["RELAY_COSMOS__clientId"]
+    assert settings.service_bus.fully_qualified_namespace == "ns.servicebus.windows.net"
+    assert settings.service_bus.connection_string is None
+
+
+def test_settings_missing_connections_name_both_settings_in_one_error() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({})
+
+    message = str(raised.value)
+    assert "RELAY_COSMOS__accountEndpoint" in message
+    assert "RELAY_SERVICEBUS__fullyQualifiedNamespace" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("RELAY_ROUTES", "{not json", "RELAY_ROUTES must be a JSON object"),
+        ("RELAY_ROUTES", '["payments"]', "RELAY_ROUTES must be a JSON object"),
+        ("RELAY_COSMOS__credential", "password", "RELAY_COSMOS__credential"),
+        ("RELAY_LEASES_CONTAINER", "bad?name", "RELAY_LEASES_CONTAINER"),
+    ],
+)
+def test_settings_bad_value_is_refused_naming_the_setting(
+    name: str, value: str, expected: str
+) -> None:
+    with pytest.raises(SettingsError, match=expected):
+        load_settings({**LOCAL, name: value})
+
+
+def test_settings_namespace_given_as_url_is_refused() -> None:
+    environ = {
+        **AZURE,
+        "RELAY_SERVICEBUS__fullyQualifiedNamespace": "sb://ns.servicebus.windows.net/",
+    }
+
+    with pytest.raises(SettingsError, match="host name"):
+        load_settings(environ)
+
+
+def test_settings_defaults_agree_with_the_topology() -> None:
+    topology = load_topology()
+    by_setting = {c.setting: c.name for c in topology.cosmos.containers}
+
+    for setting, name in by_setting.items():
+        assert DEFAULTS[setting] == name
+    assert DEFAULTS["RELAY_DATABASE"] == topology.cosmos.database
+    assert DEFAULTS["RELAY_DEFAULT_DESTINATION"] == topology.service_bus.default_destination
+    assert json.loads(DEFAULTS["RELAY_ROUTES"]) == topology.service_bus.routes
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("PT30M", 1800), ("P14D", 1209600), ("PT1H30S", 3630), ("PT20S", 20)]
+)
+def test_topology_iso_duration_in_seconds(text: str, seconds: int) -> None:
+    assert iso_duration_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["30M", "P", "PT", "P1Y", "PT5.5S", ""])
+def test_topology_bad_iso_duration_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="ISO 8601"):
+        iso_duration_seconds(text)
+
+
+def _broken_copy(tmp_path: Path, change: str, value: object) -> Path:
+    raw = json.loads(DEFAULT_TOPOLOGY.read_text(encoding="utf-8"))
+    if change == "route":
+        raw["serviceBus"]["routes"]["X"] = value
+    elif change == "window":
+        raw["serviceBus"]["topics"][0]["duplicateDetectionHistoryTimeWindow"] = value
+    elif change == "leases":
+        [leases] = [c for c in raw["cosmos"]["containers"] if c["role"] == "leases"]
+        leases["partitionKey"] = value
+    path = tmp_path / "topology.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "value", "expected"),
+    [
+        ("route", "no-such-topic", "no-such-topic"),
+        ("window", "half an hour", "ISO 8601"),
+        ("leases", "/partitionKey", "must be /id"),
+    ],
+)
+def test_topology_invalid_file_names_the_problem(
+    tmp_path: Path, change: str, value: object, expected: str
+) -> None:
+    with pytest.raises(SettingsError, match=expected):
+        load_topology(_broken_copy(tmp_path, change, value))
