@@ -30,6 +30,11 @@ __all__ = ["ServiceBusPublisher", "service_bus_client", "to_sdk_message"]
 
 logger = logging.getLogger(__name__)
 
+# The SDK sizes a batch as the sum of its messages, but the transfer also carries an outer
+# envelope (the first message's ids and sections): a batch filled to the link's limit can be
+# refused as too large. Batches therefore stop this far below the limit.
+BATCH_HEADROOM = 1024
+
 _RETRY_TOTAL = 3
 _RETRY_BACKOFF = 0.5
 _RETRY_BACKOFF_MAX = 8.0
@@ -83,6 +88,7 @@ class ServiceBusPublisher:
     def __init__(self, client: ServiceBusClient) -> None:
         self._client = client
         self._senders: dict[str, ServiceBusSender] = {}
+        self._batch_limits: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def check(self, message: OutgoingMessage) -> None:
@@ -112,26 +118,38 @@ class ServiceBusPublisher:
 
     def _publish_to(self, destination: str, group: list[OutgoingMessage]) -> int:
         sender = self._sender(destination)
+        limit = self._batch_limit(destination, sender)
         sends = 0
-        batch = sender.create_message_batch()
+        batch = sender.create_message_batch(max_size_in_bytes=limit)
         for message in group:
             sdk_message = to_sdk_message(message)
             try:
                 batch.add_message(sdk_message)
                 continue
             except MessageSizeExceededError:
-                if len(batch) == 0:
-                    raise EventTooLargeError(
-                        f"message {message.message_id} exceeds what {destination} accepts"
-                    ) from None
-            sender.send_messages(batch)
-            sends += 1
-            batch = sender.create_message_batch()
-            batch.add_message(sdk_message)
+                pass
+            if len(batch):
+                sender.send_messages(batch)
+                sends += 1
+                batch = sender.create_message_batch(max_size_in_bytes=limit)
+            try:
+                batch.add_message(sdk_message)
+            except MessageSizeExceededError:
+                # Within the link's limit (check() passed) but not within the headroom: alone.
+                sender.send_messages(sdk_message)
+                sends += 1
         if len(batch):
             sender.send_messages(batch)
             sends += 1
         return sends
+
+    def _batch_limit(self, destination: str, sender: ServiceBusSender) -> int:
+        limit = self._batch_limits.get(destination)
+        if limit is None:
+            link_limit = sender.create_message_batch().max_size_in_bytes
+            limit = max(link_limit - BATCH_HEADROOM, link_limit // 2)
+            self._batch_limits[destination] = limit
+        return limit
 
     def _sender(self, destination: str) -> ServiceBusSender:
         sender = self._senders.get(destination)

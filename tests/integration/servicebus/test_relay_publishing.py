@@ -10,11 +10,11 @@ from cloudevents.core.bindings.amqp import AMQPMessage, from_binary_event
 from devstack.servicebus import LocalServiceBus
 from events.catalog import FEEDS
 from events.errors import PublishUnavailableError
-from events.messages import Router, event_from_message
+from events.messages import OutgoingMessage, Router, event_from_message
 from events.quarantine import InMemoryQuarantine, QuarantineReason
 from events.relay import Relay
 from events.runtime import build_feed
-from events.servicebus import ServiceBusPublisher
+from events.servicebus import ServiceBusPublisher, to_sdk_message
 from tests import factories
 
 pytestmark = pytest.mark.integration
@@ -112,3 +112,38 @@ def test_relay_server_busy_raises_transient_and_the_retry_publishes_each_once(
         relay.process(batch)
 
     assert local_servicebus.stats.messages["integration-events"] == 2
+
+
+def _filling(count: int, size: int, last: int) -> list[OutgoingMessage]:
+    sizes = [size] * count + [last]
+    return [
+        OutgoingMessage(
+            destination="integration-events",
+            message_id=f"m-{n:05d}",
+            session_id="s",
+            subject="OrderPlaced",
+            content_type="application/json",
+            body=b"x" * body,
+            application_properties={"cloudEvents:id": f"m-{n:05d}"},
+        )
+        for n, body in enumerate(sizes)
+    ]
+
+
+def test_publisher_batch_the_sdk_sizes_at_exactly_the_limit_is_still_accepted(
+    local_servicebus: LocalServiceBus, servicebus_client: ServiceBusClient
+) -> None:
+    # 25 messages of 10 000 bytes and one of 9 414 fill the SDK's batch count to exactly
+    # 262 144 bytes; the transfer's envelope makes it larger on the wire.
+    messages = _filling(25, 10_000, 9_414)
+    sender = servicebus_client.get_topic_sender("integration-events")
+    exact = sender.create_message_batch()
+    for message in messages:
+        exact.add_message(to_sdk_message(message))
+    assert exact.size_in_bytes == exact.max_size_in_bytes
+
+    sends = ServiceBusPublisher(servicebus_client).publish(messages)
+
+    assert sends == 2
+    assert local_servicebus.stats.messages["integration-events"] == 26
+    assert local_servicebus.stats.rejected.get("integration-events", 0) == 0
