@@ -52,7 +52,8 @@ from events.contracts import (
 from events.documents import partition_key_value
 from events.errors import PublishUnavailableError
 from events.messages import OutgoingMessage, Router, to_message
-from events.servicebus import ServiceBusPublisher, to_sdk_message
+from events.publisher import group_by_destination
+from events.servicebus import BATCH_HEADROOM, ServiceBusPublisher, to_sdk_message
 from events.sources import SourceContext, outbox_document, stream_event_document
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -189,17 +190,14 @@ def minimum_transfers(messages: Sequence[OutgoingMessage], limit: int) -> int:
 
 
 def planned_batches(messages: Sequence[OutgoingMessage], limit: int) -> list[int]:
-    """Wire sizes of the batches ``create_message_batch()`` packing makes (nothing is sent).
+    """Wire sizes of the batches the publisher makes (nothing is sent).
 
-    The same greedy loop as the publisher, with the SDK's own size accounting, so the count is
-    what the publisher sends when every batch is accepted.
+    The publisher's packing: greedy in order with the SDK's own size accounting, stopping
+    ``BATCH_HEADROOM`` below the link limit for the transfer's envelope.
     """
     wire: list[int] = []
-    groups: dict[str, list[OutgoingMessage]] = {}
-    for message in messages:
-        groups.setdefault(message.destination, []).append(message)
-    for group in groups.values():
-        batch = ServiceBusMessageBatch(max_size_in_bytes=limit)
+    for group in group_by_destination(messages).values():
+        batch = ServiceBusMessageBatch(max_size_in_bytes=limit - BATCH_HEADROOM)
         for message in group:
             sdk_message = to_sdk_message(message)
             try:
@@ -207,7 +205,7 @@ def planned_batches(messages: Sequence[OutgoingMessage], limit: int) -> list[int
                 continue
             except MessageSizeExceededError:
                 wire.append(_wire(batch))
-            batch = ServiceBusMessageBatch(max_size_in_bytes=limit)
+            batch = ServiceBusMessageBatch(max_size_in_bytes=limit - BATCH_HEADROOM)
             batch.add_message(sdk_message)
         if len(batch):
             wire.append(_wire(batch))
