@@ -10,7 +10,7 @@ Defaults agree with ``infra/topology.json`` (a test pins that); Bicep sets every
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal
@@ -120,49 +120,57 @@ def _credential(
     return "default"
 
 
-def _cosmos(environ: Mapping[str, str], problems: list[str]) -> CosmosConnection:
-    name = COSMOS_CONNECTION
+def _connection(
+    environ: Mapping[str, str],
+    name: str,
+    *,
+    address_key: str,
+    string_marker: str,
+    address_problem: Callable[[str], str | None],
+    problems: list[str],
+) -> tuple[str | None, str | None, Literal["managedidentity", "default"], str | None]:
+    """(connection string, identity address, credential, client id) of one connection setting."""
     conn = environ.get(name, "").strip()
-    endpoint = environ.get(f"{name}__accountEndpoint", "").strip()
+    address = environ.get(f"{name}__{address_key}", "").strip()
     credential = _credential(environ, name, problems)
     client_id = environ.get(f"{name}__clientId", "").strip() or None
     if conn:
-        if "AccountEndpoint=" not in conn:
-            problems.append(f"{name} must be a Cosmos DB connection string with AccountEndpoint=")
-        return CosmosConnection(connection_string=conn)
-    if endpoint:
-        if not endpoint.startswith("https://"):
-            problems.append(f"{name}__accountEndpoint must be an https:// URL, got {endpoint!r}")
-        return CosmosConnection(
-            account_endpoint=endpoint, credential=credential, client_id=client_id
-        )
-    problems.append(f"missing {name}__accountEndpoint (in Azure) or {name} (a connection string)")
-    return CosmosConnection()
+        if string_marker not in conn:
+            problems.append(f"{name} must be a connection string with {string_marker}")
+        return conn, None, "default", None
+    if address:
+        problem = address_problem(address)
+        if problem:
+            problems.append(f"{name}__{address_key} {problem}, got {address!r}")
+        return None, address, credential, client_id
+    problems.append(f"missing {name}__{address_key} (in Azure) or {name} (a connection string)")
+    return None, None, credential, client_id
+
+
+def _cosmos(environ: Mapping[str, str], problems: list[str]) -> CosmosConnection:
+    conn, endpoint, credential, client_id = _connection(
+        environ,
+        COSMOS_CONNECTION,
+        address_key="accountEndpoint",
+        string_marker="AccountEndpoint=",
+        address_problem=lambda v: None if v.startswith("https://") else "must be an https:// URL",
+        problems=problems,
+    )
+    return CosmosConnection(conn, endpoint, credential, client_id)
 
 
 def _service_bus(environ: Mapping[str, str], problems: list[str]) -> ServiceBusConnection:
-    name = SERVICEBUS_CONNECTION
-    conn = environ.get(name, "").strip()
-    namespace = environ.get(f"{name}__fullyQualifiedNamespace", "").strip()
-    credential = _credential(environ, name, problems)
-    client_id = environ.get(f"{name}__clientId", "").strip() or None
-    if conn:
-        if "Endpoint=sb://" not in conn:
-            problems.append(f"{name} must be a Service Bus connection string with Endpoint=sb://")
-        return ServiceBusConnection(connection_string=conn)
-    if namespace:
-        if "://" in namespace or "/" in namespace:
-            problems.append(
-                f"{name}__fullyQualifiedNamespace must be a host name like "
-                f"'<ns>.servicebus.windows.net', got {namespace!r}"
-            )
-        return ServiceBusConnection(
-            fully_qualified_namespace=namespace, credential=credential, client_id=client_id
-        )
-    problems.append(
-        f"missing {name}__fullyQualifiedNamespace (in Azure) or {name} (a connection string)"
+    conn, namespace, credential, client_id = _connection(
+        environ,
+        SERVICEBUS_CONNECTION,
+        address_key="fullyQualifiedNamespace",
+        string_marker="Endpoint=sb://",
+        address_problem=lambda v: (
+            "must be a host name like '<ns>.servicebus.windows.net'" if "/" in v else None
+        ),
+        problems=problems,
     )
-    return ServiceBusConnection()
+    return ServiceBusConnection(conn, namespace, credential, client_id)
 
 
 def _name(environ: Mapping[str, str], key: str, problems: list[str]) -> str:
