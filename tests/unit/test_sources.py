@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from events.catalog import FEEDS, ORDER_CDC
@@ -200,3 +202,20 @@ def test_catalog_feeds_source_uri_names_database_and_container() -> None:
 
     assert feed.source_uri == "/integration-relay/relay/eventstore"
     assert feed.partition_key_path == "/streamId"
+
+
+def test_cdc_no_unlisted_field_appears_in_any_event_whatever_the_document_holds() -> None:
+    rng = random.Random(5)
+    allowed = {*ORDER_CDC.fields, ORDER_CDC.id_field}
+    source = CdcSource([ORDER_CDC])
+    for n in range(200):
+        extra = {
+            f"field{rng.randint(0, 10**6)}": rng.choice([1, "x", None, {"nested": "secret"}, [1]])
+            for _ in range(rng.randint(0, 8))
+        }
+        document = factories.order(f"order-{n}", deleted=rng.random() < 0.2, **extra)
+
+        [event] = source.to_events(document, f"order-{n}", CONTEXT)
+
+        assert set(event.data) <= allowed
+        assert not SYSTEM_FIELDS & set(event.data)
