@@ -10,6 +10,12 @@ Guarantees:
 - The checkpoint (continuation) is written to the lease ONLY after the handler returned for
   that page. A handler that raises (transient or not: nothing may be lost) gets the SAME page
   again after a capped exponential backoff; the checkpoint does not move meanwhile.
+- The checkpoint write is pipelined: a per-processor writer thread writes page N's checkpoint
+  while the next page of that lease is read (reading needs the handled position, not the
+  write). The write is joined before that next page is handled, before any other write to
+  the lease (renewal, release) and at the end of ``run_once``; when it lost the lease (412),
+  the page read meanwhile is dropped unhandled. So at most one handled page per lease is not
+  yet durable: a crash replays at most that page.
 - At-least-once: a page is handled again only when its checkpoint was not written (crash,
   lease lost to another instance mid-batch, stop while retrying).
 - ``checkpoint_interval`` (default 0: after every page) trades lease writes for replay: with
@@ -35,6 +41,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -42,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 from events.changefeed.feed import (
     ChangeFeed,
     FeedRange,
+    Page,
     Position,
     StartFrom,
     as_change_feed,
@@ -83,14 +91,43 @@ class Backoff:
 
 @dataclass
 class _Owned:
+    #: The lease as last written by this instance; stale while ``pending`` is set.
     lease: Lease
     #: Everything before this position is handled (a continuation), or the lease's start.
     position: Position
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The checkpoint write in flight for this lease, if any (joined under ``lock``).
+    pending: Future[Lease] | None = None
 
     @property
     def continuation(self) -> str | None:
         return None if is_start(self.position) else str(self.position)
+
+
+class _CheckpointWriter:
+    """One thread per processor writing checkpoints in the background, one at a time.
+
+    Started on the first write, stopped by ``close`` (and started again if written to later).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, write: Callable[[], Lease]) -> Future[Lease]:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=f"checkpoint-writer-{self._name}"
+                )
+            return self._executor.submit(write)
+
+    def close(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
 
 
 class ChangeFeedProcessor:
@@ -140,6 +177,7 @@ class ChangeFeedProcessor:
         )
         self._owned: dict[str, _Owned] = {}
         self._owned_lock = threading.Lock()
+        self._writer = _CheckpointWriter(name)
         self._next_balance: datetime | None = None
         self._stop = threading.Event()
         self.documents_handled = 0
@@ -155,18 +193,12 @@ class ChangeFeedProcessor:
 
     def run_once(self) -> int:
         """One step (balance if due, renew if due, one page per owned lease); returns the
-        number of documents handled and checkpointed."""
-        now = self._clock()
-        if self._next_balance is None or now >= self._next_balance:
-            self._balance()
-            self._next_balance = now + self._acquire_interval
-        self._renew_due()
-        handled = 0
-        for owned in self._snapshot():
-            if self._stop.is_set():
-                break
-            handled += self._process(owned)
-        return handled
+        number of documents handled. Every checkpoint of the step is written (or failed) on
+        return."""
+        try:
+            return self._step()
+        finally:
+            self._settle_all()
 
     def run(self, stop_event: threading.Event) -> None:
         """Process until ``stop_event`` is set, then release the leases."""
@@ -183,7 +215,8 @@ class ChangeFeedProcessor:
         try:
             while not stop_event.is_set():
                 try:
-                    handled = self.run_once()
+                    # Checkpoint writes stay in flight across steps: each overlaps the next read.
+                    handled = self._step()
                 except Exception:
                     # A dead processor thread would stall its feed silently: log, wait, go on.
                     # Nothing is skipped: the checkpoint only moves after a handled page.
@@ -196,6 +229,7 @@ class ChangeFeedProcessor:
             renewer_stop.set()
             renewer.join(_RENEWER_JOIN_TIMEOUT)
             self.release_all()
+            self._writer.close()
             logger.info(
                 "change feed processor stopped processor=%s batches=%d documents=%d",
                 self.name,
@@ -211,7 +245,8 @@ class ChangeFeedProcessor:
         for owned in self._snapshot():
             with owned.lock:
                 try:
-                    self._leases.release(owned.lease, owned.continuation)
+                    if self._settle(owned):
+                        self._leases.release(owned.lease, owned.continuation)
                 except TransientError as exc:
                     logger.warning(
                         "lease release failed processor=%s error=%s", self.name, type(exc).__name__
@@ -222,6 +257,42 @@ class ChangeFeedProcessor:
             )
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _step(self) -> int:
+        now = self._clock()
+        if self._next_balance is None or now >= self._next_balance:
+            self._balance()
+            self._next_balance = now + self._acquire_interval
+        self._renew_due()
+        handled = 0
+        for owned in self._snapshot():
+            if self._stop.is_set():
+                break
+            handled += self._process(owned)
+        return handled
+
+    def _settle(self, owned: _Owned) -> bool:
+        """Wait for the checkpoint write in flight for ``owned`` (caller holds ``owned.lock``);
+        False when it lost the lease (then dropped)."""
+        pending, owned.pending = owned.pending, None
+        if pending is None:
+            return True
+        try:
+            owned.lease = pending.result()
+        except LeaseLostError:
+            # Another instance owns the range now and resumes from the previous checkpoint:
+            # the last handled page will be handled twice (at-least-once).
+            self._lost(owned)
+            return False
+        except TransientError as exc:
+            # The position is kept in memory and written by the next checkpoint or renewal.
+            logger.warning("checkpoint failed processor=%s error=%s", self.name, exc)
+        return True
+
+    def _settle_all(self) -> None:
+        for owned in self._snapshot():
+            with owned.lock:
+                self._settle(owned)
 
     def _snapshot(self) -> list[_Owned]:
         with self._owned_lock:
@@ -263,6 +334,10 @@ class ChangeFeedProcessor:
 
     def _renew_if_due(self, owned: _Owned) -> None:
         with owned.lock:
+            if owned.pending is not None and not owned.pending.done():
+                return  # the checkpoint being written renews the lease; don't wait for it
+            if not self._settle(owned):
+                return
             if self._clock() - owned.lease.timestamp < self._renew_interval:
                 return
             try:
@@ -286,37 +361,25 @@ class ChangeFeedProcessor:
             return self._owned.get(owned.lease.id) is owned
 
     def _process(self, owned: _Owned) -> int:
-        try:
-            page = self._feed.read_page(owned.lease.feed_range, owned.position, self._max_items)
-        except Exception as exc:  # noqa: BLE001 - a failed read is retried on the next step
-            log = logger.warning if is_transient(exc) else logger.error
-            log(
-                "change feed read failed processor=%s error=%s",
-                self.name,
-                type(exc).__name__,
-                extra={"lease_id": owned.lease.id},
-            )
-            return 0
-        if not page.items:
-            with owned.lock:
+        page = self._read(owned)
+        with owned.lock:
+            # The page was read while the previous checkpoint was being written: join it
+            # first, and drop the page unhandled if that write found the lease taken.
+            if not (self._settle(owned) and self._is_owned(owned)) or page is None:
+                return 0
+            if not page.items:
                 owned.position = page.continuation
-            return 0
+                return 0
         attempts = self._deliver(owned, page.items)
         if attempts == 0:
             return 0
         with owned.lock:
             owned.position = page.continuation
-            try:
-                if self._clock() - owned.lease.timestamp >= self._checkpoint_interval:
-                    owned.lease = self._leases.checkpoint(owned.lease, page.continuation)
-            except LeaseLostError:
-                # Handled, but another instance owns the range now and resumes from the
-                # previous checkpoint: this page will be handled twice (at-least-once).
-                self._lost(owned)
-                return 0
-            except TransientError as exc:
-                # The position is kept in memory and written by the next renewal.
-                logger.warning("checkpoint failed processor=%s error=%s", self.name, exc)
+            if self._clock() - owned.lease.timestamp >= self._checkpoint_interval:
+                lease, continuation = owned.lease, page.continuation
+                owned.pending = self._writer.submit(
+                    lambda: self._leases.checkpoint(lease, continuation)
+                )
         self.batches_handled += 1
         self.documents_handled += len(page.items)
         logger.info(
@@ -331,6 +394,21 @@ class ChangeFeedProcessor:
             },
         )
         return len(page.items)
+
+    def _read(self, owned: _Owned) -> Page | None:
+        """The page after the handled position; None when the read failed (retried on the
+        next step)."""
+        try:
+            return self._feed.read_page(owned.lease.feed_range, owned.position, self._max_items)
+        except Exception as exc:  # noqa: BLE001 - a failed read is retried on the next step
+            log = logger.warning if is_transient(exc) else logger.error
+            log(
+                "change feed read failed processor=%s error=%s",
+                self.name,
+                type(exc).__name__,
+                extra={"lease_id": owned.lease.id},
+            )
+            return None
 
     def _deliver(self, owned: _Owned, items: list[dict[str, Any]]) -> int:
         """Hand ``items`` to the handler until it returns; the number of attempts, or 0 when

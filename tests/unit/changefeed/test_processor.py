@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +18,8 @@ from events.changefeed import (
     InMemoryLeaseStore,
     estimate_lag,
 )
-from events.changefeed.feed import StartFrom
+from events.changefeed.feed import FeedRange, Page, Position, StartFrom
+from events.changefeed.leases import Lease
 from events.errors import PublishUnavailableError
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -310,3 +313,142 @@ def test_processor_checkpoint_interval_defers_write_until_interval_passed() -> N
     assert deferred is not None
     assert deferred.continuation is None
     assert store.get(LEASE_ID).continuation == "2"  # type: ignore[union-attr]
+
+
+class RecordingFeed:
+    """The in-memory feed, remembering the positions pages were read from."""
+
+    def __init__(self, feed: InMemoryChangeFeed) -> None:
+        self.feed = feed
+        self.positions: list[Position] = []
+        self.read_again = threading.Event()
+
+    def feed_ranges(self) -> list[FeedRange]:
+        return self.feed.feed_ranges()
+
+    def read_page(self, feed_range: FeedRange, position: Position, max_items: int) -> Page:
+        self.positions.append(position)
+        if len(self.positions) > 1:
+            self.read_again.set()
+        return self.feed.read_page(feed_range, position, max_items)
+
+
+class ProcessCrashError(BaseException):
+    """The process dies (not an error the processor could handle)."""
+
+
+class InterferingStore(InMemoryLeaseStore):
+    """A lease store that, on the write of checkpoint ``at`` by instance ``a``, either lets
+    instance ``b`` take the lease first (the write then fails with 412) or crashes."""
+
+    def __init__(self, at: str, crash: bool = False, hold: threading.Event | None = None) -> None:
+        super().__init__()
+        self.at = at
+        self.crash = crash
+        #: When given, the interfering write waits for it (so it is surely still in flight).
+        self.hold = hold
+        self.handled_lsn = 0
+        #: (continuation written, highest LSN handled when it was written), per write of "a".
+        self.writes: list[tuple[str | None, int]] = []
+
+    def replace(self, lease: Lease) -> Lease:
+        if lease.owner == "a":
+            self.writes.append((lease.continuation, self.handled_lsn))
+        if lease.owner == "a" and lease.continuation == self.at:
+            if self.crash:
+                raise ProcessCrashError
+            if self.hold is not None:
+                self.hold.wait(timeout=5)
+            current = self.get(lease.id)
+            assert current is not None
+            super().replace(replace(current, owner="b", expires_at=T0 + timedelta(minutes=5)))
+        return super().replace(lease)
+
+
+def _run_in_thread(processor: ChangeFeedProcessor, stop: threading.Event) -> threading.Thread:
+    worker = threading.Thread(target=processor.run, args=(stop,))
+    worker.start()
+    return worker
+
+
+def _wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def test_processor_run_checkpoint_never_ahead_of_handled_page_and_one_per_page() -> None:
+    clock, feed, store = Clock(), InMemoryChangeFeed(), InterferingStore(at="never")
+    _write(feed, "d1", "d2", "d3", "d4", "d5")
+    stop = threading.Event()
+
+    def handler(documents: list[dict[str, Any]]) -> None:
+        store.handled_lsn = int(documents[-1]["_lsn"])
+        if store.handled_lsn == 5:
+            stop.set()
+
+    processor = ChangeFeedProcessor(
+        feed,
+        store,
+        handler,
+        name="p.",
+        instance_id="a",
+        max_items=1,
+        poll_interval=0.01,
+        clock=clock,
+    )
+    _run_in_thread(processor, stop).join(timeout=10)
+
+    written = [(int(c), handled) for c, handled in store.writes if c is not None]
+    assert all(position <= handled for position, handled in written)
+    assert sorted({position for position, _ in written}) == [1, 2, 3, 4, 5]
+    assert store.get(LEASE_ID).continuation == "5"  # type: ignore[union-attr]
+
+
+def test_processor_checkpoint_lost_stops_lease_prefetched_page_not_handled() -> None:
+    feed = RecordingFeed(InMemoryChangeFeed())
+    clock, store = Clock(), InterferingStore(at="2", hold=feed.read_again)
+    _write(feed.feed, "d1", "d2", "d3", "d4")
+    handler = Recorder()
+    stop = threading.Event()
+    processor = ChangeFeedProcessor(
+        feed,
+        store,
+        handler,
+        name="p.",
+        instance_id="a",
+        max_items=2,
+        poll_interval=0.01,
+        clock=clock,
+    )
+    worker = _run_in_thread(processor, stop)
+
+    _wait_for(lambda: "2" in feed.positions and not processor.owned_leases)
+    stop.set()
+    worker.join(timeout=10)
+
+    lease = store.get(LEASE_ID)
+    assert "2" in feed.positions  # the next page was read while page 1's checkpoint was written
+    assert handler.ids == ["d1", "d2"]  # ... and dropped when that write lost the lease
+    assert processor.owned_leases == []
+    assert lease is not None
+    assert (lease.owner, lease.continuation) == ("b", None)
+
+
+def test_processor_crash_between_handler_and_checkpoint_replays_only_that_page() -> None:
+    clock, feed, store = Clock(), InMemoryChangeFeed(), InterferingStore(at="4", crash=True)
+    _write(feed, "d1", "d2", "d3", "d4", "d5", "d6")
+    first, second = Recorder(), Recorder()
+    a = _processor(feed, store, first, clock, instance_id="a", max_items=2)
+    a.run_once()  # d1, d2 handled and checkpointed
+
+    with pytest.raises(ProcessCrashError):
+        a.run_once()  # d3, d4 handled; the process dies while writing their checkpoint
+
+    clock.advance(11)  # "a" is gone: its lease expires
+    b = _processor(feed, store, second, clock, instance_id="b", max_items=2)
+    b.run_once()
+    b.run_once()
+
+    assert first.ids == ["d1", "d2", "d3", "d4"]
+    assert second.ids == ["d3", "d4", "d5", "d6"]
