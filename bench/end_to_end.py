@@ -58,9 +58,9 @@ class _TimedLedger(Ledger):
     first: float | None = None
     last: float = 0.0
 
-    def got(self, event: IntegrationEvent) -> None:
+    def got(self, event: IntegrationEvent, destination: str) -> None:
         now = time.perf_counter()
-        super().got(event)
+        super().got(event, destination)
         with self.lock:
             self.events.append(event)
             self.first = now if self.first is None else self.first

@@ -68,7 +68,9 @@ class Ledger:
     final_status: dict[str, str] = field(default_factory=dict)
     received: set[str] = field(default_factory=set)
     received_status: dict[str, str] = field(default_factory=dict)
-    order_by_aggregate: dict[str, list[str]] = field(default_factory=dict)
+    #: Sequences in arrival order per (destination, aggregate): Service Bus keeps order per
+    #: session within one entity; events routed to different entities have no common order.
+    order_by_aggregate: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     duplicates: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,10 +79,11 @@ class Ledger:
             self.expected.update(event_ids)
             self.final_status[order_id] = status
 
-    def got(self, event: IntegrationEvent) -> None:
+    def got(self, event: IntegrationEvent, destination: str) -> None:
         with self.lock:
             self.received.add(event.id)
-            self.order_by_aggregate.setdefault(event.partitionkey, []).append(event.sequence or "")
+            key = (destination, event.partitionkey)
+            self.order_by_aggregate.setdefault(key, []).append(event.sequence or "")
             if event.type == "OrderUpserted":
                 self.received_status[event.subject] = str(event.data.get("status"))
 
@@ -192,12 +195,12 @@ class Consumer:
         self, client: ServiceBusClient, inbox: CosmosInbox, ledger: Ledger, *, quiet: bool
     ) -> None:
         self._client = client
+        self._inbox = inbox
         self._ledger = ledger
         self._quiet = quiet
-        self._helper = IdempotentConsumer("demo-consumer", inbox, self._print)
 
-    def _print(self, event: IntegrationEvent) -> None:
-        self._ledger.got(event)
+    def _show(self, event: IntegrationEvent, destination: str) -> None:
+        self._ledger.got(event, destination)
         if not self._quiet:
             print(f"  received {event.type:<18} {event.subject:<22} seq={event.sequence}")
 
@@ -211,6 +214,10 @@ class Consumer:
         )
 
     def run(self, destination: str, stop: threading.Event) -> None:
+        # One consumer identity (one inbox) whichever entity an event arrives on.
+        helper = IdempotentConsumer(
+            "demo-consumer", self._inbox, lambda event: self._show(event, destination)
+        )
         while not stop.is_set():
             # Opened by the first receive, not by `with`: only then does max_wait_time bound
             # the wait for a session (the SDK's open on enter waits for the server's timeout).
@@ -223,7 +230,7 @@ class Consumer:
                             message.application_properties or {},
                             message.content_type,
                         )
-                        if self._helper.handle(event).duplicate:
+                        if helper.handle(event).duplicate:
                             self._ledger.duplicate()
                         receiver.complete_message(message)
             except OperationTimeoutError:
