@@ -17,17 +17,26 @@ from events.messages import Router
 from events.publisher import Publisher
 from events.quarantine import QuarantineStore
 from events.relay import Feed, Relay
-from events.settings import Settings, load_settings
+from events.errors import SettingsError
+from events.settings import (
+    EVENTSTORE_CONTAINER,
+    ORDERS_CONTAINER,
+    Settings,
+    load_settings,
+)
 
 __all__ = ["Runtime", "build_feed", "container_name", "current"]
 
 
 def container_name(settings: Settings, setting: str) -> str:
     names = {
-        "RELAY_ORDERS_CONTAINER": settings.containers.orders,
-        "RELAY_EVENTSTORE_CONTAINER": settings.containers.eventstore,
+        ORDERS_CONTAINER: settings.containers.orders,
+        EVENTSTORE_CONTAINER: settings.containers.eventstore,
     }
-    return names[setting]
+    try:
+        return names[setting]
+    except KeyError:
+        raise SettingsError(f"{setting} is not a monitored container setting") from None
 
 
 def build_feed(definition: FeedDefinition, settings: Settings) -> Feed:
