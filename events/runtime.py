@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from events.catalog import FEEDS, FeedDefinition
 from events.contracts import default_registry
+from events.errors import SettingsError
 from events.messages import Router
 from events.publisher import Publisher
 from events.quarantine import QuarantineStore
 from events.relay import Feed, Relay
-from events.errors import SettingsError
 from events.settings import (
     EVENTSTORE_CONTAINER,
     ORDERS_CONTAINER,
