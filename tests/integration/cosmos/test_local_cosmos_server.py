@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +21,7 @@ from azure.cosmos.exceptions import (
 )
 
 from devstack.cosmos import DevStackError, LocalCosmos
+from tests.commands import first_line_then_sigterm
 
 pytestmark = pytest.mark.integration
 
@@ -317,28 +313,7 @@ def test_local_cosmos_node_not_on_path_raises_devstack_error(
 
 
 def test_cli_port_zero_prints_ready_and_exits_zero_on_sigterm() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devstack.cosmos", "--port", "0"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stdout is not None
-    stdout = process.stdout
+    ready, code = first_line_then_sigterm("devstack.cosmos", "--port", "0")
 
-    def read_lines() -> None:
-        for line in stdout:
-            lines.put(line)
-
-    threading.Thread(target=read_lines, daemon=True).start()
-    try:
-        ready = lines.get(timeout=20)
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
     assert ready.startswith("READY https://127.0.0.1:")
     assert code == 0

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -31,6 +27,7 @@ from azure.servicebus.exceptions import (
 
 from devstack.servicebus import Faults, LocalServiceBus, UnsupportedTopologyError
 from events.topology import DEFAULT_TOPOLOGY
+from tests.commands import first_line_then_sigterm
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -494,23 +491,7 @@ def test_broker_stopped_thread_gone() -> None:
 
 
 def test_cli_sigterm_after_ready_prints_connection_string_exits_0() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devstack.servicebus", "--port", "0"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # bounded by the test timeout
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
+    line, code = first_line_then_sigterm("devstack.servicebus", "--port", "0")
 
     assert line.startswith("Endpoint=sb://127.0.0.1:")
     assert line.strip().endswith("UseDevelopmentEmulator=true;")
