@@ -26,7 +26,7 @@ $(COSMOS_NODE)/node_modules/.installed: $(COSMOS_NODE)/package.json $(COSMOS_NOD
 	cd $(COSMOS_NODE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-run: setup
+run: $(VENV)/.installed $(COSMOS_NODE)/node_modules/.installed
 	$(PY) -m events dev $(ARGS)
 
 lint: $(VENV)/.installed
@@ -39,7 +39,7 @@ typecheck: $(VENV)/.installed
 test: setup lint typecheck
 	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench: setup
+bench: $(VENV)/.installed $(COSMOS_NODE)/node_modules/.installed
 	$(PY) -m bench
 
 schemas: $(VENV)/.installed
