@@ -1,0 +1,100 @@
+"""The local servers and the relay process the demo runs on."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from devstack.cosmos import LocalCosmos
+from devstack.provision import provision_cosmos
+from devstack.servicebus import LocalServiceBus
+from events import settings as names
+from events.topology import Topology
+
+__all__ = ["ROOT", "Relay", "local_stack", "relay_environment"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Relay:
+    """The relay as a child process: ``python -m events run`` with the dev-stack settings."""
+
+    #: Short leases so that a restarted relay takes over a killed one's feed within seconds.
+    OPTIONS: tuple[str, ...] = (
+        "--insecure-local",
+        "--lease-duration",
+        "6",
+        "--renew-interval",
+        "2",
+        "--poll-interval",
+        "0.3",
+        "--acquire-interval",
+        "1",
+    )
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self._env = env
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        log = self._log_path.open("ab")
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "events",
+                "run",
+                *self.OPTIONS,
+                "--instance-id",
+                f"relay-{self.starts}",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **self._env},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.starts += 1
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            self._process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=10)
+
+
+def relay_environment(cosmos: LocalCosmos, bus: LocalServiceBus) -> dict[str, str]:
+    return {
+        names.COSMOS_CONNECTION: cosmos.connection_string,
+        names.SERVICEBUS_CONNECTION: bus.connection_string,
+    }
+
+
+@contextlib.contextmanager
+def local_stack(
+    topology: Topology, data_dir: Path
+) -> Iterator[tuple[LocalCosmos, LocalServiceBus]]:
+    with (
+        LocalCosmos(data_file=data_dir / "cosmos.json") as cosmos,
+        LocalServiceBus(topology) as bus,
+    ):
+        provision_cosmos(cosmos.client(), topology)
+        yield cosmos, bus
