@@ -6,6 +6,8 @@
                         the local dev stack: with no sub-command, the whole flow on one
                         machine (servers, relay, demo writer and consumer)
     schemas [--check]   export the event contracts' JSON Schemas to schemas/
+    quarantine list|redrive [--feed F] [ID ...]
+                        show quarantined documents; relay them again once fixed
 
 ``dev`` lives in the repository's ``devstack`` package, which the Functions deployment does
 not ship; it is imported only when asked for.
@@ -76,6 +78,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "run": _entry("events.changefeed.host", "run_main"),
     "dev": _dev,
     "schemas": _schemas,
+    "quarantine": _entry("events.redrive", "main"),
 }
 
 

@@ -15,7 +15,13 @@ from typing import Any, Protocol
 
 from events.envelope import deterministic_id
 
-__all__ = ["InMemoryQuarantine", "QuarantineReason", "QuarantineRecord", "QuarantineStore"]
+__all__ = [
+    "InMemoryQuarantine",
+    "QuarantineAdmin",
+    "QuarantineReason",
+    "QuarantineRecord",
+    "QuarantineStore",
+]
 
 
 class QuarantineReason(StrEnum):
@@ -55,11 +61,36 @@ class QuarantineRecord:
             "document": dict(self.document),
         }
 
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> QuarantineRecord:
+        lsn = document.get("lsn")
+        return cls(
+            feed=str(document["feed"]),
+            container=str(document["container"]),
+            document_id=str(document["documentId"]),
+            partition_key=str(document["partitionKey"]),
+            lsn=lsn if isinstance(lsn, int) else None,
+            reason=QuarantineReason(document["reason"]),
+            error=str(document["error"]),
+            quarantined_at=datetime.fromisoformat(str(document["quarantinedAt"])),
+            document=dict(document["document"]),
+        )
+
 
 class QuarantineStore(Protocol):
     def put(self, record: QuarantineRecord) -> None:
         """Store the record durably; raise TransientError when that is not possible now."""
         ...
+
+
+class QuarantineAdmin(Protocol):
+    """What operators need: see what is parked, and remove what was re-driven."""
+
+    def list(self, feed: str | None = None, limit: int = 100) -> list[QuarantineRecord]:
+        """Oldest first, at most ``limit``."""
+        ...
+
+    def delete(self, record: QuarantineRecord) -> None: ...
 
 
 class InMemoryQuarantine:
@@ -70,3 +101,10 @@ class InMemoryQuarantine:
 
     def put(self, record: QuarantineRecord) -> None:
         self.records[record.id] = record
+
+    def list(self, feed: str | None = None, limit: int = 100) -> list[QuarantineRecord]:
+        found = [r for r in self.records.values() if feed is None or r.feed == feed]
+        return sorted(found, key=lambda r: r.quarantined_at)[:limit]
+
+    def delete(self, record: QuarantineRecord) -> None:
+        self.records.pop(record.id, None)

@@ -80,6 +80,26 @@ class CosmosQuarantine:
         with translate_cosmos_errors("quarantine write"):
             self._container.upsert_item(record.to_document())
 
+    def list(self, feed: str | None = None, limit: int = 100) -> list[QuarantineRecord]:
+        where = "WHERE c.feed = @feed " if feed is not None else ""
+        parameters: list[dict[str, object]] = [{"name": "@limit", "value": limit}]
+        if feed is not None:
+            parameters.append({"name": "@feed", "value": feed})
+        with translate_cosmos_errors("quarantine read"):
+            items = self._container.query_items(
+                f"SELECT TOP @limit * FROM c {where}ORDER BY c.quarantinedAt",  # noqa: S608 - fixed text
+                parameters=parameters,
+                enable_cross_partition_query=True,
+            )
+            return [QuarantineRecord.from_document(item) for item in items]
+
+    def delete(self, record: QuarantineRecord) -> None:
+        with translate_cosmos_errors("quarantine delete"):
+            try:
+                self._container.delete_item(record.id, partition_key=record.partition_key)
+            except CosmosResourceNotFoundError:
+                return  # already gone: deleting twice is harmless
+
 
 class CosmosInbox:
     """Consumer inbox: one document per (consumer, event id); partition key ``/consumer``."""

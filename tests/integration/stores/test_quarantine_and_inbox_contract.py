@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Protocol
 
 import pytest
 from azure.cosmos import DatabaseProxy, PartitionKey
@@ -12,6 +13,7 @@ from events.consumer import IdempotentConsumer, Inbox, InMemoryInbox
 from events.envelope import IntegrationEvent
 from events.quarantine import (
     InMemoryQuarantine,
+    QuarantineAdmin,
     QuarantineReason,
     QuarantineRecord,
     QuarantineStore,
@@ -23,8 +25,12 @@ NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 Reader = Callable[[str, str], dict[str, object] | None]
 
 
+class AdminStore(QuarantineStore, QuarantineAdmin, Protocol):
+    pass
+
+
 @pytest.fixture(params=["memory", pytest.param("cosmos", marks=pytest.mark.integration)])
-def quarantine(request: pytest.FixtureRequest) -> Iterator[tuple[QuarantineStore, Reader]]:
+def quarantine(request: pytest.FixtureRequest) -> Iterator[tuple[AdminStore, Reader]]:
     if request.param == "memory":
         store = InMemoryQuarantine()
 
@@ -77,7 +83,7 @@ def _record(lsn: int = 7, error: str = "bad time") -> QuarantineRecord:
 
 
 def test_quarantine_put_stores_reason_error_and_document_to_redrive(
-    quarantine: tuple[QuarantineStore, Reader],
+    quarantine: tuple[AdminStore, Reader],
 ) -> None:
     store, read = quarantine
 
@@ -92,7 +98,7 @@ def test_quarantine_put_stores_reason_error_and_document_to_redrive(
 
 
 def test_quarantine_same_change_twice_is_one_record(
-    quarantine: tuple[QuarantineStore, Reader],
+    quarantine: tuple[AdminStore, Reader],
 ) -> None:
     store, read = quarantine
 
@@ -103,6 +109,27 @@ def test_quarantine_same_change_twice_is_one_record(
     assert stored is not None
     assert stored["error"] == "second"
     assert _record(lsn=8).id != _record().id
+
+
+def test_quarantine_list_returns_records_oldest_first_by_feed_and_delete_removes(
+    quarantine: tuple[AdminStore, Reader],
+) -> None:
+    store, read = quarantine
+    older = _record(lsn=1)
+    newer = QuarantineRecord(
+        **{**older.__dict__, "lsn": 2, "quarantined_at": NOW.replace(hour=11), "feed": "other"}
+    )
+    store.put(newer)
+    store.put(older)
+
+    assert [r.lsn for r in store.list()] == [1, 2]
+    assert [r.lsn for r in store.list(feed="other")] == [2]
+    assert store.list()[0] == older
+    assert [r.lsn for r in store.list(limit=1)] == [1]
+    store.delete(older)
+    store.delete(older)  # twice is harmless
+    assert [r.lsn for r in store.list()] == [2]
+    assert read(older.id, "order-1") is None
 
 
 def _event(event_id: str) -> IntegrationEvent:
