@@ -39,7 +39,6 @@ from typing import Any
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessageBatch, ServiceBusSender
 from azure.servicebus._pyamqp._encode import encode_payload
-from azure.servicebus.exceptions import MessageSizeExceededError
 
 from devstack.servicebus import LocalServiceBus
 from events import settings
@@ -53,7 +52,7 @@ from events.documents import partition_key_value
 from events.errors import PublishUnavailableError
 from events.messages import OutgoingMessage, Router, to_message
 from events.publisher import group_by_destination
-from events.servicebus import BATCH_HEADROOM, ServiceBusPublisher, to_sdk_message
+from events.servicebus import BATCH_HEADROOM, ServiceBusPublisher, pack, to_sdk_message
 from events.sources import SourceContext, outbox_document, stream_event_document
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -190,26 +189,15 @@ def minimum_transfers(messages: Sequence[OutgoingMessage], limit: int) -> int:
 
 
 def planned_batches(messages: Sequence[OutgoingMessage], limit: int) -> list[int]:
-    """Wire sizes of the batches the publisher makes (nothing is sent).
-
-    The publisher's packing: greedy in order with the SDK's own size accounting, stopping
-    ``BATCH_HEADROOM`` below the link limit for the transfer's envelope.
-    """
-    wire: list[int] = []
-    for group in group_by_destination(messages).values():
-        batch = ServiceBusMessageBatch(max_size_in_bytes=limit - BATCH_HEADROOM)
-        for message in group:
-            sdk_message = to_sdk_message(message)
-            try:
-                batch.add_message(sdk_message)
-                continue
-            except MessageSizeExceededError:
-                wire.append(_wire(batch))
-            batch = ServiceBusMessageBatch(max_size_in_bytes=limit - BATCH_HEADROOM)
-            batch.add_message(sdk_message)
-        if len(batch):
-            wire.append(_wire(batch))
-    return wire
+    """Wire sizes of the sends the publisher makes (its own packing; nothing is sent)."""
+    return [
+        _wire(send)
+        for group in group_by_destination(messages).values()
+        for send in pack(
+            group, lambda: ServiceBusMessageBatch(max_size_in_bytes=limit - BATCH_HEADROOM)
+        )
+        if isinstance(send, ServiceBusMessageBatch)
+    ]
 
 
 def _transfers(bus: LocalServiceBus) -> int:

@@ -13,12 +13,17 @@ import functools
 import logging
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from azure.core.exceptions import AzureError
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSender
+from azure.servicebus import (
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusMessageBatch,
+    ServiceBusSender,
+)
 from azure.servicebus.exceptions import MessageSizeExceededError
 
 from events.errors import EventTooLargeError, PublishUnavailableError, SettingsError
@@ -26,7 +31,7 @@ from events.messages import OutgoingMessage
 from events.publisher import group_by_destination
 from events.settings import ServiceBusConnection
 
-__all__ = ["ServiceBusPublisher", "service_bus_client", "to_sdk_message"]
+__all__ = ["ServiceBusPublisher", "pack", "service_bus_client", "to_sdk_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +87,33 @@ def service_bus_client(connection: ServiceBusConnection) -> ServiceBusClient:
     raise SettingsError("no Service Bus connection configured")
 
 
+def pack(
+    messages: Sequence[OutgoingMessage], new_batch: Callable[[], ServiceBusMessageBatch]
+) -> list[ServiceBusMessageBatch | ServiceBusMessage]:
+    """The sends for messages of one destination, in order: batches filled greedily (the
+    fewest in-order batches that fit), and a message that fits no batch of its own alone."""
+    sends: list[ServiceBusMessageBatch | ServiceBusMessage] = []
+    batch = new_batch()
+    for message in messages:
+        sdk_message = to_sdk_message(message)
+        try:
+            batch.add_message(sdk_message)
+            continue
+        except MessageSizeExceededError:
+            pass
+        if len(batch):
+            sends.append(batch)
+            batch = new_batch()
+        try:
+            batch.add_message(sdk_message)
+        except MessageSizeExceededError:
+            # Within the link's limit (check() passed) but not within the headroom: alone.
+            sends.append(sdk_message)
+    if len(batch):
+        sends.append(batch)
+    return sends
+
+
 class ServiceBusPublisher:
     """Publisher over the azure-servicebus SDK. Thread-safe: senders are not, so one lock."""
 
@@ -119,29 +151,10 @@ class ServiceBusPublisher:
     def _publish_to(self, destination: str, group: list[OutgoingMessage]) -> int:
         sender = self._sender(destination)
         limit = self._batch_limit(destination, sender)
-        sends = 0
-        batch = sender.create_message_batch(max_size_in_bytes=limit)
-        for message in group:
-            sdk_message = to_sdk_message(message)
-            try:
-                batch.add_message(sdk_message)
-                continue
-            except MessageSizeExceededError:
-                pass
-            if len(batch):
-                sender.send_messages(batch)
-                sends += 1
-                batch = sender.create_message_batch(max_size_in_bytes=limit)
-            try:
-                batch.add_message(sdk_message)
-            except MessageSizeExceededError:
-                # Within the link's limit (check() passed) but not within the headroom: alone.
-                sender.send_messages(sdk_message)
-                sends += 1
-        if len(batch):
-            sender.send_messages(batch)
-            sends += 1
-        return sends
+        sends = pack(group, lambda: sender.create_message_batch(max_size_in_bytes=limit))
+        for send in sends:
+            sender.send_messages(send)
+        return len(sends)
 
     def _batch_limit(self, destination: str, sender: ServiceBusSender) -> int:
         limit = self._batch_limits.get(destination)
