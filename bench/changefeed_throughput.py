@@ -16,7 +16,15 @@ Fairness: one warm-up pass of each loop (connections, routing map, lease contain
   acquisition) to the last page handled.
 The medians of the per-round ratios are printed.
 
+Each measurement runs twice by default: against the server as it is on loopback (latency 0:
+every cost is this process's CPU), and with every response held 5 ms (``--latency``), a
+simulated network round trip to a Cosmos DB region, where a client mostly waits. Beside the
+ratio, the Python CPU of one page read and one lease write (measured in the same process) and
+the ceiling they imply are printed: with one lease write per page, a page of the processor
+cannot take less than read CPU + write CPU (one interpreter lock), whatever the pipelining.
+
     python -m bench.changefeed_throughput [--docs 5000] [--page 100] [--rounds 5]
+        [--latency MS ...]
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ import argparse
 import statistics
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.cosmos import ContainerProxy, PartitionKey
@@ -33,8 +43,12 @@ from azure.cosmos import ContainerProxy, PartitionKey
 from devstack.cosmos import LocalCosmos, quiet_loopback_tls_warnings
 from events.changefeed import ChangeFeedProcessor
 from events.changefeed.cosmos import CosmosChangeFeed, CosmosLeaseStore
+from events.changefeed.feed import FeedRange
+from events.changefeed.leases import Lease
 
 _RUN_TIMEOUT = 120.0
+_CPU_SAMPLES = 30
+_LOADERS = 8
 
 
 @dataclass(frozen=True)
@@ -119,24 +133,59 @@ def _processor(
     return timeline.rates(f"processor {name}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.changefeed_throughput")
-    parser.add_argument("--docs", type=int, default=5000)
-    parser.add_argument("--page", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args(argv or [])
-    quiet_loopback_tls_warnings()
+@dataclass(frozen=True)
+class _RequestCpu:
+    """Python CPU (ms, this process) of one change-feed page read and one lease write."""
+
+    read: float
+    write: float
+
+
+def _request_cpu(container: ContainerProxy, leases: ContainerProxy, page_size: int) -> _RequestCpu:
+    store = CosmosLeaseStore(leases)
+    feed_range = FeedRange(min="", max="FF")
+    lease = store.create(
+        Lease(
+            id="cpu.00-FF",
+            processor="cpu.",
+            feed_range=feed_range,
+            start_from="beginning",
+            timestamp=datetime.now(UTC),
+        )
+    )
+    started = time.process_time()
+    for _ in range(_CPU_SAMPLES):
+        lease = store.replace(lease)
+    write = (time.process_time() - started) / _CPU_SAMPLES
+    reads = 0
+    started = time.process_time()
+    sdk_range = next(iter(container.read_feed_ranges()))
+    for page in container.query_items_change_feed(
+        feed_range=sdk_range, start_time="Beginning", max_item_count=page_size
+    ).by_page():
+        items = list(page)
+        reads += 1
+        if len(items) < page_size or reads == _CPU_SAMPLES:
+            break
+    read = (time.process_time() - started) / reads
+    return _RequestCpu(read=read * 1000, write=write * 1000)
+
+
+def _measure(args: argparse.Namespace, latency_ms: float) -> str:
     raw: list[_Rates] = []
     strict: list[_Rates] = []
     batched: list[_Rates] = []
-    with LocalCosmos() as server:
+    with LocalCosmos(latency=latency_ms / 1000) as server:
         database = server.client().create_database("bench")
         container = database.create_container("orders", partition_key=PartitionKey(path="/pk"))
         leases = database.create_container("leases", partition_key=PartitionKey(path="/id"))
-        for i in range(args.docs):
-            container.upsert_item({"id": f"o{i}", "pk": f"c{i % 50}", "n": i})
+        documents = ({"id": f"o{i}", "pk": f"c{i % 50}", "n": i} for i in range(args.docs))
+        with ThreadPoolExecutor(_LOADERS) as loaders:
+            for _ in loaders.map(container.upsert_item, documents):
+                pass
         _raw(container, args.page, args.docs)  # warm-up of both loops
         _processor(container, leases, args.page, args.docs, "warmup.", 0.0)
+        cpu = _request_cpu(container, leases, args.page)
         for n in range(args.rounds):
             if n % 2 == 0:
                 raw.append(_raw(container, args.page, args.docs))
@@ -151,14 +200,37 @@ def main(argv: list[str] | None = None) -> None:
             for run, base in zip(runs, raw, strict=True)
         )
 
-    print(
-        f"changefeed_throughput docs={args.docs} page={args.page} rounds={args.rounds} "
-        f"raw={statistics.median(r.steady for r in raw):.0f}/s (steady, median); "
+    raw_page_ms = 1000 * args.page / statistics.median(r.steady for r in raw)
+    # One read and one lease write per page cannot take less than their Python CPU (one
+    # interpreter lock) nor less than a raw page: the best ratio this client can reach.
+    ceiling = raw_page_ms / max(raw_page_ms, cpu.read + cpu.write)
+    return (
+        f"changefeed_throughput latency={latency_ms:g}ms docs={args.docs} page={args.page} "
+        f"rounds={args.rounds} raw={raw_page_ms:.1f}ms/page; "
         f"checkpoint every page: ratio steady={ratio(strict, True):.2f} "
-        f"end-to-end={ratio(strict, False):.2f}; "
+        f"end-to-end={ratio(strict, False):.2f} "
+        f"(cpu read={cpu.read:.1f}ms write={cpu.write:.1f}ms, ceiling {ceiling:.2f}); "
         f"checkpoint_interval=1s: ratio steady={ratio(batched, True):.2f} "
         f"end-to-end={ratio(batched, False):.2f} (goal >= 0.9, median of per-round ratios)"
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.changefeed_throughput")
+    parser.add_argument("--docs", type=int, default=5000)
+    parser.add_argument("--page", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--latency",
+        type=float,
+        action="append",
+        metavar="MS",
+        help="simulated round trip of the server, repeatable (default: 0 and 5)",
+    )
+    args = parser.parse_args(argv or [])
+    quiet_loopback_tls_warnings()
+    for latency_ms in args.latency or [0.0, 5.0]:
+        print(_measure(args, latency_ms), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ well-known emulator key and `azure.cosmos.CosmosClient` objects for it.
     with LocalCosmos() as cosmos:
         client = cosmos.client()
 
-Command line: `python -m devstack.cosmos [--port P] [--data FILE]` runs it in the foreground
-until SIGINT/SIGTERM.
+Command line: `python -m devstack.cosmos [--port P] [--data FILE] [--latency MS]` runs it in
+the foreground until SIGINT/SIGTERM. ``latency`` (seconds here, milliseconds on the command line)
+holds every response that long: a simulated network round trip to a Cosmos DB region.
 
 Errors: DevStackError (devstack.errors) when node or `devstack/cosmos/node_modules` is missing,
 when the server does not print READY in time, or when it exits early (its stderr is quoted).
@@ -48,6 +49,7 @@ SERVER_DIR = Path(__file__).resolve().parent / "cosmos"
 _LAUNCHER = SERVER_DIR / "launcher.js"
 _READY_PREFIX = "READY "
 _STOP_TIMEOUT = 5.0
+_MAX_LATENCY = 10.0
 # Only requests to the loopback server are quiet; any other unverified HTTPS still warns.
 _LOOPBACK_WARNING = r"Unverified HTTPS request is being made to host '127\.0\.0\.1'"
 
@@ -61,10 +63,17 @@ class LocalCosmos:
     """A local Cosmos DB server in a child process (own process group, stopped at exit)."""
 
     def __init__(
-        self, port: int = 0, data_file: Path | None = None, startup_timeout: float = 15.0
+        self,
+        port: int = 0,
+        data_file: Path | None = None,
+        startup_timeout: float = 15.0,
+        latency: float = 0.0,
     ) -> None:
+        if not 0.0 <= latency <= _MAX_LATENCY:
+            raise DevStackError(f"latency must be between 0 and {_MAX_LATENCY} s, not {latency}")
         self._port = port
         self._data_file = data_file
+        self._latency = latency
         self._startup_timeout = startup_timeout
         self._process: subprocess.Popen[str] | None = None
         self._stderr: IO[str] | None = None
@@ -110,6 +119,8 @@ class LocalCosmos:
         if self._data_file is not None:
             # The server runs in SERVER_DIR: a relative path must not move with it.
             command += ["--data", str(self._data_file.resolve())]
+        if self._latency > 0:
+            command += ["--latency", f"{self._latency * 1000:g}"]
         self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115
         self._process = subprocess.Popen(
             command,
@@ -198,10 +209,17 @@ def _signal_group(process: subprocess.Popen[str], signum: signal.Signals) -> Non
 
 
 def main(argv: list[str]) -> int:
-    """`cosmos [--port P] [--data FILE]`: run the local server until SIGINT/SIGTERM."""
+    """`cosmos [--port P] [--data FILE] [--latency MS]`: run the server until SIGINT/SIGTERM."""
     parser = argparse.ArgumentParser(prog="cosmos", description="Run a local Cosmos DB server.")
     parser.add_argument("--port", type=int, default=8081, help="0 picks a free port (default 8081)")
     parser.add_argument("--data", type=Path, default=None, help="JSON file that keeps the data")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="hold every response MS milliseconds, a simulated network round trip (default 0)",
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -210,7 +228,11 @@ def main(argv: list[str]) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    server = LocalCosmos(port=args.port, data_file=args.data)
+    try:
+        server = LocalCosmos(port=args.port, data_file=args.data, latency=args.latency / 1000)
+    except DevStackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         server.start()
         print(f"READY {server.endpoint}", flush=True)

@@ -5,7 +5,8 @@
 // optional persistence). Listens on 127.0.0.1 over HTTPS with upstream's self-signed
 // certificate; any key is accepted. Prints `READY https://127.0.0.1:<port>/` once it serves.
 //
-//   node launcher.js [--port PORT] [--data FILE] [--trace]
+//   node launcher.js [--port PORT] [--data FILE] [--latency MS] [--trace]
+// --latency holds every response MS milliseconds (a simulated network round trip).
 // --trace logs each request's method, path, status and change-feed headers to stderr.
 const fs = require("fs");
 const https = require("https");
@@ -18,7 +19,7 @@ const HOST = "127.0.0.1";
 const SWEEP_INTERVAL_MS = 1000;
 
 function parseArgs(argv) {
-  const args = { port: 0, data: null };
+  const args = { port: 0, data: null, latency: 0 };
   for (let i = 0; i < argv.length; i += 1) {
     const arg = argv[i];
     if (arg === "--port" || arg === "-p") {
@@ -29,6 +30,11 @@ function parseArgs(argv) {
     } else if (arg === "--data") {
       args.data = argv[(i += 1)];
       if (!args.data) throw new Error("--data needs a file");
+    } else if (arg === "--latency") {
+      args.latency = Number(argv[(i += 1)]);
+      if (!Number.isFinite(args.latency) || args.latency < 0 || args.latency > 10000) {
+        throw new Error(`invalid latency ${argv[i]} (milliseconds, 0-10000)`);
+      }
     } else if (arg === "--trace") {
       args.trace = true;
     } else if (arg === "--help" || arg === "-h") {
@@ -70,11 +76,11 @@ function main() {
   try {
     args = parseArgs(process.argv.slice(2));
   } catch (err) {
-    process.stderr.write(`${err.message}\nusage: node launcher.js [--port PORT] [--data FILE] [--trace]\n`);
+    process.stderr.write(`${err.message}\nusage: node launcher.js [--port PORT] [--data FILE] [--latency MS] [--trace]\n`);
     process.exit(2);
   }
   if (args.help) {
-    process.stdout.write("usage: node launcher.js [--port PORT] [--data FILE] [--trace]\n");
+    process.stdout.write("usage: node launcher.js [--port PORT] [--data FILE] [--latency MS] [--trace]\n");
     return;
   }
 
@@ -83,13 +89,25 @@ function main() {
   const onMutation = () => dataFile && dataFile.markDirty();
   const server = https.createServer(
     { cert: fs.readFileSync(certFile), key: fs.readFileSync(keyFile), keepAlive: true },
-    createRequestHandler({ getAccount: () => account, onMutation, trace: args.trace && traceLine })
+    createRequestHandler({
+      getAccount: () => account,
+      onMutation,
+      trace: args.trace && traceLine,
+      latencyMs: args.latency,
+    })
   );
   // Idle keep-alive connections stay open longer than the SDK's pool would reuse them, so a
   // client never sends on a socket the server is just closing.
   server.keepAliveTimeout = 120 * 1000;
   server.headersTimeout = 125 * 1000;
 
+  // A connection the HTTP parser gives up on is logged (the client sees it reset), then
+  // answered as Node does by default.
+  server.on("clientError", (err, socket) => {
+    process.stderr.write(`connection dropped: ${err.code || ""} ${err.message}\n`);
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+    else socket.destroy();
+  });
   server.on("error", (err) => {
     process.stderr.write(`cannot listen: ${err.message}\n`);
     process.exit(1);

@@ -10,12 +10,14 @@ Guarantees:
 - The checkpoint (continuation) is written to the lease ONLY after the handler returned for
   that page. A handler that raises (transient or not: nothing may be lost) gets the SAME page
   again after a capped exponential backoff; the checkpoint does not move meanwhile.
-- The checkpoint write is pipelined: a per-processor writer thread writes page N's checkpoint
-  while the next page of that lease is read (reading needs the handled position, not the
-  write). The write is joined before that next page is handled, before any other write to
-  the lease (renewal, release) and at the end of ``run_once``; when it lost the lease (412),
-  the page read meanwhile is dropped unhandled. So at most one handled page per lease is not
-  yet durable: a crash replays at most that page.
+- Reads and checkpoint writes are pipelined, each on one background thread per processor:
+  as soon as page N arrives, page N+1 is read (its position is page N's continuation, known
+  before N is handled), while page N is handled and its checkpoint written. Page N's write is
+  joined before page N+1 is handled, before any other write to the lease (renewal, release)
+  and at the end of ``run_once``; when it lost the lease (412), page N+1 is dropped
+  unhandled. So at most one handled page per lease is not yet durable: a crash replays at
+  most that page. A page read ahead is used only if the handled position is still the one it
+  was read from; a failed read-ahead is read again at once, a failed read on the next step.
 - At-least-once: a page is handled again only when its checkpoint was not written (crash,
   lease lost to another instance mid-batch, stop while retrying).
 - ``checkpoint_interval`` (default 0: after every page) trades lease writes for replay: with
@@ -35,6 +37,7 @@ turn by the same thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -44,7 +47,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from events.changefeed.feed import (
     ChangeFeed,
@@ -70,6 +73,7 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[list[dict[str, Any]]], object]
 
 _RENEWER_JOIN_TIMEOUT: Final = 10.0
+_T = TypeVar("_T")
 
 
 def default_instance_id() -> str:
@@ -98,16 +102,19 @@ class _Owned:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: The checkpoint write in flight for this lease, if any (joined under ``lock``).
     pending: Future[Lease] | None = None
+    #: The read of the page after ``ahead_from``, started before that position was handled.
+    ahead: Future[Page] | None = None
+    ahead_from: Position | None = None
 
     @property
     def continuation(self) -> str | None:
         return None if is_start(self.position) else str(self.position)
 
 
-class _CheckpointWriter:
-    """One thread per processor writing checkpoints in the background, one at a time.
+class _Background:
+    """One thread running submitted calls in order (checkpoint writes, or read-ahead).
 
-    Started on the first write, stopped by ``close`` (and started again if written to later).
+    Started on the first call, stopped by ``close`` (and started again if used later).
     """
 
     def __init__(self, name: str) -> None:
@@ -115,13 +122,11 @@ class _CheckpointWriter:
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def submit(self, write: Callable[[], Lease]) -> Future[Lease]:
+    def submit(self, call: Callable[[], _T]) -> Future[_T]:
         with self._lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix=f"checkpoint-writer-{self._name}"
-                )
-            return self._executor.submit(write)
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
+            return self._executor.submit(call)
 
     def close(self) -> None:
         with self._lock:
@@ -177,7 +182,8 @@ class ChangeFeedProcessor:
         )
         self._owned: dict[str, _Owned] = {}
         self._owned_lock = threading.Lock()
-        self._writer = _CheckpointWriter(name)
+        self._writer = _Background(f"checkpoint-writer-{name}")
+        self._reader = _Background(f"read-ahead-{name}")
         self._next_balance: datetime | None = None
         self._stop = threading.Event()
         self.documents_handled = 0
@@ -230,6 +236,7 @@ class ChangeFeedProcessor:
             renewer.join(_RENEWER_JOIN_TIMEOUT)
             self.release_all()
             self._writer.close()
+            self._reader.close()
             logger.info(
                 "change feed processor stopped processor=%s batches=%d documents=%d",
                 self.name,
@@ -361,7 +368,14 @@ class ChangeFeedProcessor:
             return self._owned.get(owned.lease.id) is owned
 
     def _process(self, owned: _Owned) -> int:
-        page = self._read(owned)
+        page = self._next_page(owned)
+        if page is not None and page.items:
+            # Read the next page while this one is handled and checkpointed.
+            after = page.continuation
+            owned.ahead_from = after
+            owned.ahead = self._reader.submit(
+                lambda: self._feed.read_page(owned.lease.feed_range, after, self._max_items)
+            )
         with owned.lock:
             # The page was read while the previous checkpoint was being written: join it
             # first, and drop the page unhandled if that write found the lease taken.
@@ -395,9 +409,13 @@ class ChangeFeedProcessor:
         )
         return len(page.items)
 
-    def _read(self, owned: _Owned) -> Page | None:
-        """The page after the handled position; None when the read failed (retried on the
-        next step)."""
+    def _next_page(self, owned: _Owned) -> Page | None:
+        """The page after the handled position (read ahead or now); None when the read failed
+        (retried on the next step)."""
+        ahead, owned.ahead = owned.ahead, None
+        if ahead is not None and owned.ahead_from == owned.position:
+            with contextlib.suppress(Exception):  # read again below, where failures are logged
+                return ahead.result()
         try:
             return self._feed.read_page(owned.lease.feed_range, owned.position, self._max_items)
         except Exception as exc:  # noqa: BLE001 - a failed read is retried on the next step

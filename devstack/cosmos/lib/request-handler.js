@@ -165,7 +165,10 @@ function send(req, res, body) {
 
 // getAccount() returns the account once it is ready; onMutation() is called after a write.
 // trace(req, res) is called after each response when set (the launcher's --trace).
-function createRequestHandler({ getAccount, onMutation, trace = null }) {
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// latencyMs > 0 holds every response that long after it is computed: a network round trip.
+function createRequestHandler({ getAccount, onMutation, trace = null, latencyMs = 0 }) {
   async function handle(req, res) {
     if (trace) res.on("finish", () => trace(req, res));
     const account = getAccount();
@@ -193,6 +196,7 @@ function createRequestHandler({ getAccount, onMutation, trace = null }) {
       body = { code: "InternalServerError", message: String(err && err.message) };
     }
     if (req.method !== "GET" && !isQuery(req) && res.statusCode < 400) onMutation();
+    if (latencyMs > 0) await sleep(latencyMs);
     return send(req, res, body);
   }
   return (req, res) => {

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -317,3 +320,54 @@ def test_cli_port_zero_prints_ready_and_exits_zero_on_sigterm() -> None:
 
     assert ready.startswith("READY https://127.0.0.1:")
     assert code == 0
+
+
+@pytest.mark.parametrize("latency", [-0.001, 10.5])
+def test_local_cosmos_latency_out_of_range_raises_devstack_error(latency: float) -> None:
+    with pytest.raises(DevStackError, match="latency"):
+        LocalCosmos(latency=latency)
+
+
+def test_launcher_invalid_latency_exits_2_with_usage() -> None:
+    launcher = REPO / "devstack" / "cosmos" / "launcher.js"
+    done = subprocess.run(
+        ["node", str(launcher), "--latency", "soon"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_SECONDS,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "invalid latency soon" in done.stderr
+
+
+def test_cli_invalid_latency_exits_2_with_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "devstack.cosmos", "--port", "0", "--latency", "-5"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_SECONDS,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 2
+    assert "latency must be between 0 and" in done.stderr
+
+
+def test_local_cosmos_with_latency_serves_concurrent_writes_and_change_feed() -> None:
+    # Responses held back while other requests arrive on kept-alive connections: every write
+    # must still get its answer (no connection reset) and the feed must have every document.
+    with LocalCosmos(latency=0.005) as server:
+        container = new_container(server.client().create_database("slow"))
+
+        def write(worker: int) -> None:
+            for n in range(25):
+                container.upsert_item({"id": f"w{worker}-{n}", "pk": f"p{n % 5}"})
+
+        with ThreadPoolExecutor(4) as writers:
+            for _ in writers.map(write, range(4)):
+                pass
+        items, _ = drain(container, start_time="Beginning")
+
+    assert sorted(ids(items)) == sorted(f"w{w}-{n}" for w in range(4) for n in range(25))

@@ -18,9 +18,9 @@ from events.changefeed import (
     InMemoryLeaseStore,
     estimate_lag,
 )
-from events.changefeed.feed import FeedRange, Page, Position, StartFrom
+from events.changefeed.feed import ChangeFeed, FeedRange, Page, Position, StartFrom
 from events.changefeed.leases import Lease
-from events.errors import PublishUnavailableError
+from events.errors import PublishUnavailableError, StoreUnavailableError
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LEASE_ID = "p.00-FF"
@@ -59,7 +59,7 @@ class Recorder:
 
 
 def _processor(
-    feed: InMemoryChangeFeed,
+    feed: ChangeFeed,
     store: InMemoryLeaseStore,
     handler: Recorder,
     clock: Clock,
@@ -333,6 +333,21 @@ class RecordingFeed:
         return self.feed.read_page(feed_range, position, max_items)
 
 
+class FlakyFeed(RecordingFeed):
+    """A recording feed whose first read from ``fail_at`` fails."""
+
+    def __init__(self, feed: InMemoryChangeFeed, fail_at: Position) -> None:
+        super().__init__(feed)
+        self.fail_at: Position | None = fail_at
+
+    def read_page(self, feed_range: FeedRange, position: Position, max_items: int) -> Page:
+        if position == self.fail_at:
+            self.fail_at = None
+            self.positions.append(position)
+            raise StoreUnavailableError("read change feed: Cosmos DB unreachable")
+        return super().read_page(feed_range, position, max_items)
+
+
 class ProcessCrashError(BaseException):
     """The process dies (not an error the processor could handle)."""
 
@@ -452,3 +467,57 @@ def test_processor_crash_between_handler_and_checkpoint_replays_only_that_page()
 
     assert first.ids == ["d1", "d2", "d3", "d4"]
     assert second.ids == ["d3", "d4", "d5", "d6"]
+
+
+def test_processor_run_reads_next_page_while_handler_runs() -> None:
+    feed = RecordingFeed(InMemoryChangeFeed())
+    _write(feed.feed, "d1", "d2", "d3", "d4")
+    handled: list[str] = []
+    next_read_during_handler: list[bool] = []
+    stop = threading.Event()
+
+    def handler(documents: list[dict[str, Any]]) -> None:
+        if not handled:
+            _wait_for(lambda: "2" in feed.positions)
+            next_read_during_handler.append("2" in feed.positions)
+        handled.extend(str(d["id"]) for d in documents)
+        if len(handled) == 4:
+            stop.set()
+
+    processor = ChangeFeedProcessor(
+        feed, InMemoryLeaseStore(), handler, name="p.", max_items=2, poll_interval=0.01
+    )
+    _run_in_thread(processor, stop).join(timeout=10)
+
+    assert next_read_during_handler == [True]
+    assert handled == ["d1", "d2", "d3", "d4"]
+    assert feed.positions.count("2") == 1
+
+
+def test_processor_page_read_ahead_is_used_once_after_handler_retry() -> None:
+    clock, feed, store = Clock(), RecordingFeed(InMemoryChangeFeed()), InMemoryLeaseStore()
+    _write(feed.feed, "d1", "d2", "d3", "d4")
+    handler, sleeps = Recorder(fail_times=1), list[float]()
+    processor = _processor(feed, store, handler, clock, sleeps=sleeps, max_items=2)
+
+    processor.run_once()  # d1, d2 fail once, then handled; d3, d4 read meanwhile
+    processor.run_once()
+
+    assert handler.ids == ["d1", "d2", "d3", "d4"]
+    assert sleeps == [1.0]
+    assert feed.positions.count("2") == 1
+    assert store.get(LEASE_ID).continuation == "4"  # type: ignore[union-attr]
+
+
+def test_processor_failed_read_ahead_is_read_again_nothing_skipped() -> None:
+    clock, feed, store = Clock(), FlakyFeed(InMemoryChangeFeed(), fail_at="2"), InMemoryLeaseStore()
+    _write(feed.feed, "d1", "d2", "d3", "d4")
+    handler = Recorder()
+    processor = _processor(feed, store, handler, clock, max_items=2)
+
+    processor.run_once()
+    processor.run_once()
+
+    assert handler.ids == ["d1", "d2", "d3", "d4"]
+    assert feed.positions.count("2") == 2  # the failed read-ahead, then the read that worked
+    assert store.get(LEASE_ID).continuation == "4"  # type: ignore[union-attr]
