@@ -211,7 +211,9 @@ def _signal_group(process: subprocess.Popen[str], signum: signal.Signals) -> Non
 def main(argv: list[str]) -> int:
     """`cosmos [--port P] [--data FILE] [--latency MS]`: run the server until SIGINT/SIGTERM."""
     parser = argparse.ArgumentParser(prog="cosmos", description="Run a local Cosmos DB server.")
-    parser.add_argument("--port", type=int, default=8081, help="0 picks a free port (default 8081)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free port)"
+    )
     parser.add_argument("--data", type=Path, default=None, help="JSON file that keeps the data")
     parser.add_argument(
         "--latency",

@@ -322,6 +322,14 @@ def test_cli_port_zero_prints_ready_and_exits_zero_on_sigterm() -> None:
     assert code == 0
 
 
+def test_dev_cosmos_command_without_port_serves_on_a_free_port() -> None:
+    ready, code = first_line_then_sigterm("events", "dev", "cosmos")
+
+    port = int(ready.removeprefix("READY https://127.0.0.1:").rstrip().rstrip("/"))
+    assert port not in (0, 8081)
+    assert code == 0
+
+
 @pytest.mark.parametrize("latency", [-0.001, 10.5])
 def test_local_cosmos_latency_out_of_range_raises_devstack_error(latency: float) -> None:
     with pytest.raises(DevStackError, match="latency"):
