@@ -17,6 +17,7 @@ const ttl = require("./lib/ttl");
 
 const HOST = "127.0.0.1";
 const SWEEP_INTERVAL_MS = 1000;
+const SOCKET_HIGH_WATER_MARK = 64 * 1024 * 1024;
 
 function parseArgs(argv) {
   const args = { port: 0, data: null, latency: 0 };
@@ -101,6 +102,15 @@ function main() {
   server.keepAliveTimeout = 120 * 1000;
   server.headersTimeout = 125 * 1000;
 
+  // Node pauses a kept-alive connection's HTTP parser when a request arrives while the
+  // previous response is still buffered above the socket's high-water mark (16 KiB), and over
+  // TLS the rest of that request can still reach the paused parser: HPE_PAUSED, connection
+  // dropped, the client sees a reset. Change-feed pages are easily bigger than 16 KiB, and a
+  // client sends its next request as soon as it has read one. The TLS server has no option
+  // for its sockets' mark, so it is raised on each connection.
+  server.on("secureConnection", (socket) => {
+    socket._writableState.highWaterMark = SOCKET_HIGH_WATER_MARK;
+  });
   // A connection the HTTP parser gives up on is logged (the client sees it reset), then
   // answered as Node does by default.
   server.on("clientError", (err, socket) => {
