@@ -10,7 +10,8 @@ https://learn.microsoft.com/azure/cosmos-db/nosql/change-feed-pull-model
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -45,10 +46,19 @@ class _HeaderCapture:
 
 
 class CosmosChangeFeed:
-    """The latest-version change feed of one container."""
+    """The latest-version change feed of one container.
+
+    Reading page after page of one feed range continues the SDK's own page iterator (as a
+    plain ``by_page()`` loop would) instead of building a new one from the continuation: the
+    iterator is kept with the continuation it stopped at and used only for a read from exactly
+    that position, by one thread at a time. Any other position starts a new iterator.
+    """
 
     def __init__(self, container: ContainerProxy) -> None:
         self._container = container
+        self._lock = threading.Lock()
+        #: Per feed range: (continuation the iterator stopped at, its pages, its header capture).
+        self._resumable: dict[FeedRange, tuple[str, Iterator[Any], _HeaderCapture]] = {}
 
     @property
     def container(self) -> ContainerProxy:
@@ -60,6 +70,28 @@ class CosmosChangeFeed:
         return [FeedRange.from_json(item["Range"]) for item in raw]
 
     def read_page(self, feed_range: FeedRange, position: Position, max_items: int) -> Page:
+        with self._lock:
+            kept = self._resumable.pop(feed_range, None)
+        if kept is not None and kept[0] == position and isinstance(position, str):
+            _, pages, capture = kept
+        else:
+            pages, capture = self._pages(feed_range, position, max_items)
+        with translate_cosmos_errors("read change feed"):
+            try:
+                items = [dict(item) for item in next(pages)]
+            except StopIteration:
+                items = []
+        token = capture.headers.get("etag") if capture.headers is not None else None
+        if not isinstance(token, str) or not token:
+            raise StoreUnavailableError("the change feed answered without a continuation")
+        if items:  # after an empty page the SDK's iterator is finished: start anew next time
+            with self._lock:
+                self._resumable[feed_range] = (token, pages, capture)
+        return Page(items=items, continuation=token)
+
+    def _pages(
+        self, feed_range: FeedRange, position: Position, max_items: int
+    ) -> tuple[Iterator[Any], _HeaderCapture]:
         capture = _HeaderCapture()
         kwargs: dict[str, Any] = {"max_item_count": max_items, "response_hook": capture}
         if isinstance(position, datetime):
@@ -70,15 +102,7 @@ class CosmosChangeFeed:
         else:
             kwargs["continuation"] = position
         with translate_cosmos_errors("read change feed"):
-            pages = self._container.query_items_change_feed(**kwargs).by_page()
-            try:
-                items = [dict(item) for item in next(pages)]
-            except StopIteration:
-                items = []
-        token = capture.headers.get("etag") if capture.headers is not None else None
-        if not isinstance(token, str) or not token:
-            raise StoreUnavailableError("the change feed answered without a continuation")
-        return Page(items=items, continuation=token)
+            return self._container.query_items_change_feed(**kwargs).by_page(), capture
 
 
 def _sdk_range(feed_range: FeedRange) -> dict[str, Any]:

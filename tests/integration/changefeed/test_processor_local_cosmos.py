@@ -203,3 +203,39 @@ def test_processor_killed_instance_lease_taken_over_after_expiry(
     # Only the batch in flight when the child died (at most max_items) is handled twice.
     assert len(set(killed_seen) & set(survivor_seen)) <= 5
     assert Counter(survivor_seen).most_common(1)[0][1] == 1
+
+
+def test_cosmos_feed_page_after_page_same_as_fresh_reads_and_rereads_a_position(
+    cosmos_database: DatabaseProxy,
+) -> None:
+    monitored, _ = _containers(cosmos_database)
+    _write(monitored, [f"d{i:02d}" for i in range(10)])
+    resumed_feed, fresh_feed = CosmosChangeFeed(monitored), CosmosChangeFeed(monitored)
+    [feed_range] = resumed_feed.feed_ranges()
+
+    def pages(feed: CosmosChangeFeed, fresh: bool) -> list[tuple[list[str], str]]:
+        read: list[tuple[list[str], str]] = []
+        position: Any = "beginning"
+        while True:
+            if fresh:
+                feed = CosmosChangeFeed(monitored)  # nothing kept from the read before
+            page = feed.read_page(feed_range, position, 4)
+            read.append(([d["id"] for d in page.items], page.continuation))
+            if not page.items:
+                return read
+            position = page.continuation
+
+    resumed, fresh = pages(resumed_feed, fresh=False), pages(fresh_feed, fresh=True)
+    first = resumed_feed.read_page(feed_range, "beginning", 4)
+    again = resumed_feed.read_page(feed_range, "beginning", 4)  # a retry of the same position
+
+    assert [ids for ids, _ in resumed] == [ids for ids, _ in fresh]
+    assert [ids for ids, _ in resumed][:3] == [
+        ["d00", "d01", "d02", "d03"],
+        ["d04", "d05", "d06", "d07"],
+        ["d08", "d09"],
+    ]
+    assert [d["id"] for d in again.items] == [d["id"] for d in first.items]
+    monitored.upsert_item({"id": "d10", "pk": "pk-0"})
+    after_last = resumed_feed.read_page(feed_range, resumed[-1][1], 4)
+    assert [d["id"] for d in after_last.items] == ["d10"]
