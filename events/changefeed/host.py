@@ -13,10 +13,10 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from events.catalog import FEEDS
 from events.changefeed.feed import StartFrom
@@ -26,11 +26,12 @@ from events.runtime import Runtime
 if TYPE_CHECKING:
     from azure.cosmos import CosmosClient
 
-__all__ = ["build_parser", "parse_start_from", "run_main"]
+__all__ = ["build_parser", "parse_args", "parse_start_from", "run_main"]
 
 logger = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT = 60.0
+_N = TypeVar("_N", int, float)
 
 
 def parse_start_from(value: str) -> StartFrom:
@@ -44,6 +45,32 @@ def parse_start_from(value: str) -> StartFrom:
             f"--start-from must be beginning, now or an ISO-8601 time, got {value!r}"
         ) from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _number(kind: Callable[[str], _N], *, zero: bool = False) -> Callable[[str], _N]:
+    """An argparse type: a number greater than 0 (or 0 too, with ``zero``)."""
+
+    def parse(value: str) -> _N:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+        if number < 0 or (number == 0 and not zero):
+            raise argparse.ArgumentTypeError(
+                f"must be {'0 or more' if zero else 'greater than 0'}, not {value}"
+            )
+        return number
+
+    return parse
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line, checked as a whole (errors exit with status 2 and a message)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.renew_interval >= args.lease_duration:
+        parser.error("--renew-interval must be shorter than --lease-duration")
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,12 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not verify TLS (a loopback dev server with a self-signed certificate)",
     )
-    parser.add_argument("--max-items", type=int, default=100)
-    parser.add_argument("--poll-interval", type=float, default=1.0)
-    parser.add_argument("--lease-duration", type=float, default=60.0)
-    parser.add_argument("--renew-interval", type=float, default=17.0)
     parser.add_argument(
-        "--acquire-interval", type=float, default=13.0, help="seconds between lease balancing"
+        "--max-items", type=_number(int), default=100, help="documents per page (default 100)"
+    )
+    parser.add_argument(
+        "--checkpoint-interval",
+        type=_number(float, zero=True),
+        default=0.0,
+        help="seconds between lease checkpoints (default 0: after every page; more replays "
+        "that much after a crash, for fewer lease writes)",
+    )
+    parser.add_argument("--poll-interval", type=_number(float), default=1.0)
+    parser.add_argument("--lease-duration", type=_number(float), default=60.0)
+    parser.add_argument("--renew-interval", type=_number(float), default=17.0)
+    parser.add_argument(
+        "--acquire-interval",
+        type=_number(float),
+        default=13.0,
+        help="seconds between lease balancing",
     )
     parser.add_argument("--log-level", default="INFO")
     return parser
@@ -111,6 +150,7 @@ def build_processors(
                 lease_duration=args.lease_duration,
                 renew_interval=args.renew_interval,
                 acquire_interval=args.acquire_interval,
+                checkpoint_interval=args.checkpoint_interval,
             )
         )
     return processors
@@ -132,7 +172,7 @@ def run_processors(
 
 
 def run_main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

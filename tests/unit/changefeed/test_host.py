@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from events.changefeed.host import build_parser, parse_start_from
+from events.changefeed.host import build_parser, parse_args, parse_start_from
 
 
 def test_parse_start_from_naive_time_is_utc() -> None:
@@ -31,3 +31,34 @@ def test_build_parser_options_parsed_into_values() -> None:
         2.0,
         True,
     )
+
+
+def test_parse_args_checkpoint_interval_and_page_size_parsed() -> None:
+    args = parse_args(["--checkpoint-interval", "0.5", "--max-items", "250"])
+    default = parse_args([])
+
+    assert (args.checkpoint_interval, args.max_items) == (0.5, 250)
+    assert (default.checkpoint_interval, default.max_items) == (0.0, 100)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-items", "0"], "--max-items: must be greater than 0, not 0"),
+        (["--poll-interval", "-1"], "--poll-interval: must be greater than 0, not -1"),
+        (["--checkpoint-interval", "-0.5"], "--checkpoint-interval: must be 0 or more"),
+        (["--lease-duration", "soon"], "--lease-duration: not a number: 'soon'"),
+        (
+            ["--lease-duration", "10", "--renew-interval", "10"],
+            "--renew-interval must be shorter than --lease-duration",
+        ),
+    ],
+)
+def test_parse_args_bad_value_exits_2_with_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
