@@ -314,6 +314,14 @@ def test_local_cosmos_node_not_on_path_raises_devstack_error(
         LocalCosmos().start()
 
 
+def test_local_cosmos_npm_packages_missing_raises_devstack_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("devstack.cosmos.SERVER_DIR", tmp_path)
+    with pytest.raises(DevStackError, match="node_modules is missing: run `make setup`"):
+        LocalCosmos().start()
+
+
 def test_cli_port_zero_prints_ready_and_exits_zero_on_sigterm() -> None:
     ready, code = first_line_then_sigterm("devstack.cosmos", "--port", "0")
 
