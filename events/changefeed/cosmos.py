@@ -72,7 +72,7 @@ class CosmosChangeFeed:
     def read_page(self, feed_range: FeedRange, position: Position, max_items: int) -> Page:
         with self._lock:
             kept = self._resumable.pop(feed_range, None)
-        if kept is not None and kept[0] == position and isinstance(position, str):
+        if kept is not None and kept[0] == position:
             _, pages, capture = kept
         else:
             pages, capture = self._pages(feed_range, position, max_items)

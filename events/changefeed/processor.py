@@ -102,9 +102,8 @@ class _Owned:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: The checkpoint write in flight for this lease, if any (joined under ``lock``).
     pending: Future[Lease] | None = None
-    #: The read of the page after ``ahead_from``, started before that position was handled.
-    ahead: Future[Page] | None = None
-    ahead_from: Position | None = None
+    #: (position, the read of the page after it), started before that position was handled.
+    ahead: tuple[Position, Future[Page]] | None = None
 
     @property
     def continuation(self) -> str | None:
@@ -372,10 +371,10 @@ class ChangeFeedProcessor:
         if page is not None and page.items:
             # Read the next page while this one is handled and checkpointed.
             after = page.continuation
-            owned.ahead_from = after
-            owned.ahead = self._reader.submit(
+            read = self._reader.submit(
                 lambda: self._feed.read_page(owned.lease.feed_range, after, self._max_items)
             )
+            owned.ahead = (after, read)
         with owned.lock:
             # The page was read while the previous checkpoint was being written: join it
             # first, and drop the page unhandled if that write found the lease taken.
@@ -413,9 +412,9 @@ class ChangeFeedProcessor:
         """The page after the handled position (read ahead or now); None when the read failed
         (retried on the next step)."""
         ahead, owned.ahead = owned.ahead, None
-        if ahead is not None and owned.ahead_from == owned.position:
+        if ahead is not None and ahead[0] == owned.position:
             with contextlib.suppress(Exception):  # read again below, where failures are logged
-                return ahead.result()
+                return ahead[1].result()
         try:
             return self._feed.read_page(owned.lease.feed_range, owned.position, self._max_items)
         except Exception as exc:  # noqa: BLE001 - a failed read is retried on the next step
