@@ -8,6 +8,7 @@ also the Service Bus session id: events of one aggregate stay in order.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from datetime import datetime
@@ -24,8 +25,17 @@ _SEQUENCE_WIDTH = 20  # fits any non-negative 64-bit integer
 
 
 def deterministic_id(*parts: str) -> str:
-    """The same parts always give the same id: a retry publishes the same message id."""
-    return str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(parts)))
+    """The same parts always give the same id: a retry publishes the same message id.
+
+    Parts are joined with a separator no part can contain unescaped, so ``("a", "b")`` and
+    ``("a\x1fb",)`` differ; any text is accepted, lone surrogates included.
+    """
+    joined = "\x1f".join(part.replace("\\", "\\\\").replace("\x1f", "\\x1f") for part in parts)
+    # uuid5 by hand: uuid.uuid5 encodes strictly and refuses lone surrogates.
+    digest = hashlib.sha1(
+        _ID_NAMESPACE.bytes + joined.encode("utf-8", "surrogatepass"), usedforsecurity=False
+    ).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 def sequence_of(number: int) -> str:

@@ -30,7 +30,7 @@ from events.errors import (
     RelayError,
     StoreUnavailableError,
 )
-from events.sources.outbox import outbox_document
+from events.sources.outbox import outbox_document, outbox_event_id
 from events.stores import TRANSIENT_STATUS, translate_cosmos_errors
 
 __all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_OPERATIONS", "OutboxEvent", "OutboxWriter"]
@@ -42,7 +42,12 @@ DEFAULT_OUTBOX_TTL: Final = 864_000  # 10 days: how long an outage may last with
 
 @dataclass(frozen=True)
 class OutboxEvent:
-    """One event to record with an entity change. ``partition_key`` defaults to the entity's."""
+    """One event to record with an entity change. ``partition_key`` defaults to the entity's.
+
+    ``event_id`` is the outbox document's id (a random UUID unless given). The published
+    CloudEvents id derives from (container, partition key, ``event_id``), which Cosmos DB keeps
+    unique within a container; ``OutboxWriter.save`` returns the published ids.
+    """
 
     payload: EventPayload
     subject: str
@@ -78,8 +83,9 @@ class OutboxWriter:
     ) -> list[str]:
         """Upsert the entity (or replace it if its etag still matches) and insert the events.
 
-        Returns the event ids. Raises an OutboxError subclass when the batch is refused, or
-        StoreUnavailableError when Cosmos DB is throttling or unavailable (retry later).
+        Returns the published event ids, in order. Raises an OutboxError subclass when the
+        batch is refused, or StoreUnavailableError when Cosmos DB is throttling or unavailable
+        (retry later).
         """
         try:
             partition_key = partition_key_value(entity, self._pk_path)
@@ -108,7 +114,7 @@ class OutboxWriter:
                 partition_key=partition_key,
                 payload=event.payload,
                 subject=event.subject,
-                time=event.time or now,
+                time=_utc(event, now),
                 ttl_seconds=self._ttl,
                 traceparent=event.traceparent,
             )
@@ -121,7 +127,7 @@ class OutboxWriter:
                 )
         except CosmosBatchOperationError as exc:
             raise _batch_error(exc, entity_id) from exc
-        return [event.event_id for event in events]
+        return [outbox_event_id(self._container.id, partition_key, e.event_id) for e in events]
 
     @staticmethod
     def _check_limits(operations: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> None:
@@ -135,6 +141,18 @@ class OutboxWriter:
             raise OutboxTooLargeError(
                 f"the batch is {size} bytes; a transactional batch holds at most {MAX_BATCH_BYTES}"
             )
+
+
+def _utc(event: OutboxEvent, default: datetime) -> datetime:
+    """The event time in UTC; refused here when it has no zone or no UTC equivalent (a time
+    such as 0001-01-01T00:00:00+01:00 overflows), instead of being quarantined by the relay."""
+    moment = event.time or default
+    if moment.tzinfo is None:
+        raise OutboxError(f"event {event.event_id}: time has no time zone offset")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise OutboxError(f"event {event.event_id}: time is out of range in UTC") from None
 
 
 def _batch_error(exc: CosmosBatchOperationError, entity_id: str) -> RelayError:

@@ -15,6 +15,7 @@ from events.relay import Relay
 from events.runtime import Runtime, build_feed
 from events.settings import Settings, load_settings
 from events.sources import outbox_document, stream_event_document
+from events.sources.outbox import outbox_event_id
 
 FIXED_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -48,6 +49,11 @@ def order(order_id: str = "order-1", **fields: Any) -> dict[str, Any]:
     document.update(fields)
     document.update(system_fields())
     return document
+
+
+def outbox_id(order_id: str, event_id: str, container: str = "orders") -> str:
+    """The published id of ``placed(order_id, event_id)`` or ``shipped(...)`` in ``container``."""
+    return outbox_event_id(container, order_id, event_id)
 
 
 def placed(order_id: str = "order-1", event_id: str = "evt-1", **data: Any) -> dict[str, Any]:

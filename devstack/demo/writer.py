@@ -9,9 +9,9 @@ from azure.cosmos import DatabaseProxy
 
 from devstack.demo.ledger import Ledger
 from events.contracts import OrderPlacedV1, OrderShippedV1
-from events.envelope import deterministic_id
 from events.eventstore import EventStore, NewEvent
 from events.outbox import OutboxEvent, OutboxWriter
+from events.sources.eventstore import eventstore_event_id
 
 __all__ = ["Writer"]
 
@@ -84,7 +84,7 @@ class Writer:
                 NewEvent("PaymentCaptured", data),
             ],
         )
-        public = [deterministic_id("eventstore", stream, str(v)) for v in (1, version)]
+        public = [eventstore_event_id("eventstore", stream, v) for v in (1, version)]
         self._outbox.save(self._entity(order_id, "paid", 1000), [])  # CDC only
         self._orders[order_id] = "paid"
         self._ledger.wrote(public, order_id, "paid")

@@ -3,7 +3,9 @@
 An entity document ``{"id": "o-1", "partitionKey": "o-1", "type": "Order", ...}`` becomes
 ``OrderUpserted`` with ONLY the rule's fields, or ``OrderDeleted`` when its soft-delete flag is
 true (deletes themselves never reach the latest-version change feed; the application sets the
-flag and a TTL). Event ids derive from (container, document id, ``_lsn``).
+flag and a TTL). Event ids derive from (container, partition key, document id, ``_lsn``):
+Cosmos DB keeps ids unique per partition key value only, so two documents with the same id in
+two partitions are two changes and must not share a message id.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from events.documents import SYSTEM_FIELDS, Document, change_time, document_id, 
 from events.envelope import IntegrationEvent, deterministic_id, sequence_of
 from events.sources.base import SourceContext
 
-__all__ = ["CdcRule", "CdcSource"]
+__all__ = ["CdcRule", "CdcSource", "cdc_event_id"]
+
+
+def cdc_event_id(container: str, partition_key: str, document_id: str, lsn: int) -> str:
+    """The event id of one captured change: unique per (container, partition, id, change)."""
+    return deterministic_id("cdc", container, partition_key, document_id, str(lsn))
 
 
 def _aliases(model: type[EventPayload]) -> set[str]:
@@ -81,7 +88,7 @@ class CdcSource:
             data = contract.public_data(allowed)
         return [
             IntegrationEvent(
-                id=deterministic_id("cdc", context.container, doc_id, str(lsn)),
+                id=cdc_event_id(context.container, partition_key, doc_id, lsn),
                 source=context.source_uri,
                 type=contract.event_type,
                 subject=doc_id,

@@ -8,8 +8,8 @@ Document convention::
 
 The id makes the database detect concurrent appends: two writers of version 3 create the same
 id in the same partition and one gets 409. Only event types with a public contract are
-published; the rest stay private to the stream. Ids derive from (stream id, version), and the
-version is the CloudEvents ``sequence``.
+published; the rest stay private to the stream. Event ids derive from (container, stream id,
+version), and the version is the CloudEvents ``sequence``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,13 @@ from events.envelope import IntegrationEvent, deterministic_id, sequence_of
 from events.errors import InvalidDocumentError
 from events.sources.base import SourceContext
 
-__all__ = ["STREAM_EVENT_TYPE", "EventStoreSource", "stream_event_document", "stream_event_id"]
+__all__ = [
+    "STREAM_EVENT_TYPE",
+    "EventStoreSource",
+    "eventstore_event_id",
+    "stream_event_document",
+    "stream_event_id",
+]
 
 STREAM_EVENT_TYPE: Final = "stream-event"
 _VERSION_WIDTH = 10
@@ -38,6 +44,11 @@ _VERSION_WIDTH = 10
 
 def stream_event_id(stream_id: str, version: int) -> str:
     return f"{stream_id}:{str(version).zfill(_VERSION_WIDTH)}"
+
+
+def eventstore_event_id(container: str, stream_id: str, version: int) -> str:
+    """The published event id of a stream version: unique per (container, stream, version)."""
+    return deterministic_id("eventstore", container, stream_id, str(version))
 
 
 def stream_event_document(
@@ -90,7 +101,7 @@ class EventStoreSource:
         contract = context.contracts.get(event_type, event_version)
         return [
             IntegrationEvent(
-                id=deterministic_id("eventstore", stream_id, str(version)),
+                id=eventstore_event_id(context.container, stream_id, version),
                 source=context.source_uri,
                 type=event_type,
                 subject=stream_id,

@@ -6,6 +6,10 @@ Document convention (one per event, same partition key as the entity)::
      "eventType": "OrderPlaced", "eventVersion": 1, "subject": "<aggregate id>",
      "time": "2026-01-01T12:00:00Z", "data": {...}, "traceparent": "00-...", "ttl": 864000}
 
+The published event id derives from (container, partition key, document id): Cosmos DB keeps
+ids unique per partition key value only, so the derived id is unique per container whatever id
+the application chose (``OutboxWriter.save`` returns the derived ids).
+
 Outbox documents are never updated (an update would put them in the change feed again) and
 expire by TTL, which bounds how long an outage may last without loss.
 """
@@ -26,12 +30,17 @@ from events.documents import (
     parse_time,
     required_str,
 )
-from events.envelope import IntegrationEvent, sequence_of
+from events.envelope import IntegrationEvent, deterministic_id, sequence_of
 from events.sources.base import SourceContext
 
-__all__ = ["OUTBOX_TYPE", "OutboxSource", "outbox_document"]
+__all__ = ["OUTBOX_TYPE", "OutboxSource", "outbox_document", "outbox_event_id"]
 
 OUTBOX_TYPE: Final = "outbox"
+
+
+def outbox_event_id(container: str, partition_key: str, document_id: str) -> str:
+    """The published event id of an outbox document: unique per (container, partition, id)."""
+    return deterministic_id("outbox", container, partition_key, document_id)
 
 
 def outbox_document(
@@ -78,7 +87,7 @@ class OutboxSource:
         contract = context.contracts.get(event_type, integer(document, "eventVersion", 1))
         return [
             IntegrationEvent(
-                id=document_id(document),
+                id=outbox_event_id(context.container, partition_key, document_id(document)),
                 source=context.source_uri,
                 type=event_type,
                 subject=required_str(document, "subject"),

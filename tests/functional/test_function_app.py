@@ -124,7 +124,9 @@ def test_app_function_raises_when_service_bus_is_down_so_the_host_retries() -> N
         relay_orders(documents)
     relay_orders(documents)
 
-    assert [m.message_id for m in publisher.delivered["integration-events"]] == ["e-1"]
+    assert [m.message_id for m in publisher.delivered["integration-events"]] == [
+        factories.outbox_id("o-1", "e-1")
+    ]
 
 
 def test_app_function_quarantines_invalid_documents_and_returns_normally() -> None:

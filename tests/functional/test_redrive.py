@@ -21,7 +21,9 @@ def test_redrive_blocked_change_publishes_it_and_deletes_the_record() -> None:
 
     assert result.resolved
     assert result.published == 1
-    assert [m.message_id for m in publisher.delivered["integration-events"]] == ["e-2"]
+    assert [m.message_id for m in publisher.delivered["integration-events"]] == [
+        factories.outbox_id("o-1", "e-2")
+    ]
     assert [r.reason for r in quarantine.list()] == [QuarantineReason.INVALID_DOCUMENT]
 
 

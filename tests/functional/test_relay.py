@@ -40,8 +40,8 @@ def test_relay_mixed_outbox_and_cdc_batch_publishes_every_event_in_order() -> No
 
     delivered = publisher.delivered["integration-events"]
     assert [m.subject for m in delivered] == ["OrderPlaced", "OrderUpserted", "OrderShipped"]
-    assert delivered[0].message_id == "e-1"
-    assert delivered[2].message_id == "e-2"
+    assert delivered[0].message_id == factories.outbox_id("o-1", "e-1")
+    assert delivered[2].message_id == factories.outbox_id("o-1", "e-2")
     assert {m.session_id for m in delivered} == {"o-1"}
     assert (outcome.published, outcome.quarantined, outcome.sends) == (3, 0, 1)
     assert quarantine.records == {}
@@ -61,11 +61,11 @@ def test_relay_failure_on_second_of_three_sends_raises_and_retry_adds_no_duplica
     with pytest.raises(PublishUnavailableError) as raised:
         relay.process(batch)
     assert is_transient(raised.value)
-    assert _ids(publisher) == ["e-1"]
+    assert _ids(publisher) == [factories.outbox_id("o-1", "e-1")]
 
     relay.process(batch)  # the host redelivers the same batch
 
-    assert _ids(publisher) == ["e-1", "e-2", "e-3"]
+    assert _ids(publisher) == [factories.outbox_id(f"o-{n}", f"e-{n}") for n in (1, 2, 3)]
     assert publisher.duplicates == 1
 
 
@@ -77,7 +77,7 @@ def test_relay_invalid_document_is_quarantined_and_the_rest_published() -> None:
 
     outcome = relay.process(batch)
 
-    assert _ids(publisher) == ["e-1", "e-3"]
+    assert _ids(publisher) == [factories.outbox_id("o-1", "e-1"), factories.outbox_id("o-3", "e-3")]
     [record] = quarantine.records.values()
     assert record.reason is QuarantineReason.INVALID_DOCUMENT
     assert record.document_id == "e-bad"
@@ -96,7 +96,7 @@ def test_relay_oversized_event_is_quarantined_and_the_rest_published() -> None:
 
     relay.process(batch)
 
-    assert _ids(publisher) == ["e-1", "e-3"]
+    assert _ids(publisher) == [factories.outbox_id("o-1", "e-1"), factories.outbox_id("o-3", "e-3")]
     [record] = quarantine.records.values()
     assert record.reason is QuarantineReason.EVENT_TOO_LARGE
 
@@ -113,7 +113,7 @@ def test_relay_later_changes_of_a_quarantined_aggregate_are_quarantined_behind_i
 
     relay.process(batch)
 
-    assert _ids(publisher) == ["e-1", "e-3"]
+    assert _ids(publisher) == [factories.outbox_id("o-1", "e-1"), factories.outbox_id("o-2", "e-3")]
     reasons = sorted(r.reason.value for r in quarantine.records.values())
     assert reasons == ["blocked-behind-quarantined-change", "invalid-document"]
 

@@ -51,14 +51,14 @@ def test_message_carries_ids_session_subject_content_type_and_cloudevents_proper
     message = to_message(_event(), ROUTER)
 
     assert message.destination == "integration-events"
-    assert message.message_id == "evt-7"
+    assert message.message_id == factories.outbox_id("order-1", "evt-7")
     assert message.session_id == "order-1"
     assert message.subject == "OrderPlaced"
     assert message.content_type == "application/json"
     assert json.loads(message.body)["orderId"] == "order-1"
     assert dict(message.application_properties) == {
         "cloudEvents:specversion": "1.0",
-        "cloudEvents:id": "evt-7",
+        "cloudEvents:id": factories.outbox_id("order-1", "evt-7"),
         "cloudEvents:source": "/integration-relay/relay/orders",
         "cloudEvents:type": "OrderPlaced",
         "cloudEvents:subject": "order-1",
@@ -87,7 +87,7 @@ def test_message_parsed_by_cloudevents_sdk_is_a_valid_cloudevent() -> None:
 
     parsed = from_binary_event(amqp)
 
-    assert parsed.get_id() == "evt-7"
+    assert parsed.get_id() == factories.outbox_id("order-1", "evt-7")
     assert parsed.get_specversion() == "1.0"
     assert parsed.get_type() == "OrderPlaced"
     assert parsed.get_source() == "/integration-relay/relay/orders"

@@ -9,10 +9,12 @@ import pytest
 from events.catalog import FEEDS, ORDER_CDC
 from events.contracts import OrderPlacedV1, OrderUpsertedV1, default_registry
 from events.documents import SYSTEM_FIELDS
-from events.envelope import deterministic_id, sequence_of
+from events.envelope import sequence_of
 from events.errors import InvalidDocumentError, MappingError
 from events.runtime import build_feed
 from events.sources import CdcRule, CdcSource, EventStoreSource, OutboxSource, SourceContext
+from events.sources.cdc import cdc_event_id
+from events.sources.eventstore import eventstore_event_id
 from tests import factories
 
 CONTEXT = SourceContext(
@@ -25,7 +27,7 @@ def test_outbox_event_document_becomes_event_with_its_own_id_and_every_attribute
 
     [event] = OutboxSource().to_events(document, "order-1", CONTEXT)
 
-    assert event.id == "evt-42"
+    assert event.id == factories.outbox_id("order-1", "evt-42")
     assert event.type == "OrderPlaced"
     assert event.subject == "order-1"
     assert event.source == "/integration-relay/relay/orders"
@@ -107,7 +109,7 @@ def test_cdc_entity_becomes_upserted_with_only_allow_listed_fields() -> None:
     assert "customerEmail" not in event.data
 
 
-def test_cdc_id_derives_from_container_document_and_lsn() -> None:
+def test_cdc_id_derives_from_container_partition_document_and_lsn() -> None:
     first = factories.order()
     again = dict(first)
     later = factories.order()
@@ -117,7 +119,7 @@ def test_cdc_id_derives_from_container_document_and_lsn() -> None:
     [b] = source.to_events(again, "order-1", CONTEXT)
     [c] = source.to_events(later, "order-1", CONTEXT)
 
-    assert a.id == b.id == deterministic_id("cdc", "orders", "order-1", str(first["_lsn"]))
+    assert a.id == b.id == cdc_event_id("orders", "order-1", "order-1", first["_lsn"])
     assert c.id != a.id
     assert (a.sequence or "") < (c.sequence or "")
 
@@ -170,7 +172,7 @@ def test_eventstore_public_event_published_with_version_as_sequence_and_stream_i
 
     [event] = EventStoreSource().to_events(document, "payment-7", CONTEXT)
 
-    assert event.id == deterministic_id("eventstore", "payment-7", "3")
+    assert event.id == eventstore_event_id("orders", "payment-7", 3)
     assert event.sequence == sequence_of(3)
     assert event.subject == "payment-7"
     assert event.partitionkey == "payment-7"

@@ -46,11 +46,11 @@ def test_relayed_event_read_back_has_every_property_and_is_a_valid_cloudevent(
         receiver.complete_message(message)
     properties = {_text(k): _text(v) for k, v in (message.application_properties or {}).items()}
     body = b"".join(message.body)
-    assert message.message_id == "evt-55"
+    assert message.message_id == factories.outbox_id("order-5", "evt-55")
     assert message.session_id == "order-5"
     assert message.subject == "OrderPlaced"
     assert message.content_type == "application/json"
-    assert properties["cloudEvents:id"] == "evt-55"
+    assert properties["cloudEvents:id"] == factories.outbox_id("order-5", "evt-55")
     assert properties["cloudEvents:type"] == "OrderPlaced"
     assert properties["cloudEvents:specversion"] == "1.0"
     assert properties["cloudEvents:traceparent"] == factories.TRACEPARENT
@@ -62,7 +62,7 @@ def test_relayed_event_read_back_has_every_property_and_is_a_valid_cloudevent(
             application_data=body,
         )
     )
-    assert parsed.get_id() == "evt-55"
+    assert parsed.get_id() == factories.outbox_id("order-5", "evt-55")
     assert parsed.get_subject() == "order-5"
     event = event_from_message(body, message.application_properties or {}, message.content_type)
     assert event.data["orderId"] == "order-5"

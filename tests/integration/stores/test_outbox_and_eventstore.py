@@ -19,6 +19,7 @@ from events.errors import (
 )
 from events.eventstore import EventStore, NewEvent
 from events.outbox import OutboxEvent, OutboxWriter
+from events.sources.outbox import outbox_event_id
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +71,7 @@ def test_outbox_writer_saves_entity_and_events_in_one_batch(orders: ContainerPro
 
     ids = writer.save(_order(), [_placed(event_id="evt-1"), _placed(event_id="evt-2")])
 
-    assert ids == ["evt-1", "evt-2"]
+    assert ids == [outbox_event_id(orders.id, "order-1", e) for e in ("evt-1", "evt-2")]
     assert _ids(orders, "order-1") == ["evt-1", "evt-2", "order-1"]
     event = orders.read_item("evt-1", partition_key="order-1")
     assert event["type"] == "outbox"
