@@ -6,6 +6,7 @@ change's identity is (container, id, ``_lsn``). Nothing here copies a document's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -32,11 +33,21 @@ Document = Mapping[str, Any]
 SYSTEM_FIELDS: Final = frozenset({"_rid", "_self", "_etag", "_attachments", "_ts", "_lsn"})
 
 
+def _unicode(value: str, what: str) -> str:
+    """The text, refused when it cannot be sent as UTF-8 (a lone surrogate, which JSON can
+    carry as an escape but AMQP strings and message ids cannot)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidDocumentError(f"{what} is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
 def document_id(document: Document) -> str:
     value = document.get("id")
     if not isinstance(value, str) or not value:
         raise InvalidDocumentError("document has no string 'id'")
-    return value
+    return _unicode(value, "field 'id'")
 
 
 def document_lsn(document: Document) -> int:
@@ -55,14 +66,16 @@ def partition_key_value(document: Document, path: str) -> str:
         node = node[part]
     if isinstance(node, bool) or not isinstance(node, str | int | float) or node == "":
         raise InvalidDocumentError(f"partition key at {path} is not a string or number")
-    return str(node)
+    if isinstance(node, float) and not math.isfinite(node):
+        raise InvalidDocumentError(f"partition key at {path} is not a finite number")
+    return _unicode(str(node), f"partition key at {path}")
 
 
 def required_str(document: Document, name: str) -> str:
     value = document.get(name)
     if not isinstance(value, str) or not value:
         raise InvalidDocumentError(f"field {name!r} must be a non-empty string")
-    return value
+    return _unicode(value, f"field {name!r}")
 
 
 def optional_str(document: Document, name: str) -> str | None:
@@ -71,7 +84,7 @@ def optional_str(document: Document, name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidDocumentError(f"field {name!r} must be a string when present")
-    return value
+    return _unicode(value, f"field {name!r}")
 
 
 def integer(document: Document, name: str, default: int | None = None) -> int:
@@ -98,7 +111,11 @@ def parse_time(document: Document, name: str) -> datetime:
         raise InvalidDocumentError(f"field {name!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:
         raise InvalidDocumentError(f"field {name!r} has no time zone offset")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # e.g. 0001-01-01T00:00:00+01:00: valid ISO 8601, but before year 1 in UTC.
+        raise InvalidDocumentError(f"field {name!r} is out of range in UTC") from None
 
 
 def change_time(document: Document) -> datetime:
@@ -106,4 +123,8 @@ def change_time(document: Document) -> datetime:
     value = document.get("_ts")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidDocumentError("document has no '_ts'")
-    return datetime.fromtimestamp(value, UTC)
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, ValueError, OSError):
+        # NaN, infinities and seconds beyond year 9999 have no datetime.
+        raise InvalidDocumentError("field '_ts' is not a time in range") from None

@@ -36,6 +36,8 @@ class RedriveResult:
 
 def redrive(record: QuarantineRecord, runtime: Runtime, admin: QuarantineAdmin) -> RedriveResult:
     """Relay one quarantined document again; delete its record when nothing is left parked."""
+    if record.document is None:
+        return RedriveResult(record.id, 0, resolved=False)  # too large to keep: see its record
     outcome = runtime.relay(record.feed).process([record.document])
     if outcome.quarantined:
         return RedriveResult(record.id, 0, resolved=False)

@@ -12,19 +12,35 @@ from pydantic.alias_generators import to_camel
 
 from events.errors import InvalidDocumentError, MappingError
 
-__all__ = ["ContractRegistry", "EventPayload", "default_registry"]
+__all__ = ["ContractRegistry", "EventPayload", "default_registry", "describe_validation_error"]
 
 SCHEMA_BASE = "https://schemas.integration-relay.dev/events"
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Where and what kind of problems a validation found: field paths and error kinds, never
+    the values (they may be personal data)."""
+    return ", ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['type']}" for e in error.errors()
+    )
 
 
 class EventPayload(BaseModel):
     """A public event payload. Subclasses set ``event_type`` and ``version``.
 
-    Unknown input fields are ignored (never copied out); JSON names are camelCase.
+    Unknown input fields are ignored (never copied out); JSON names are camelCase. Validation
+    is strict, as JSON sees it: ``"4200"`` or ``true`` is not an integer, a number is not a
+    string, NaN and infinities are refused; times, UUIDs and enums are read from their JSON
+    text forms.
     """
 
     model_config = ConfigDict(
-        frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True
+        frozen=True,
+        extra="ignore",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        strict=True,
+        allow_inf_nan=False,
     )
 
     event_type: ClassVar[str]
@@ -42,12 +58,24 @@ class EventPayload(BaseModel):
     def public_data(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validate raw data and return only the contract's fields, as JSON-ready values."""
         try:
-            model = cls.model_validate(dict(raw))
+            # Through JSON text: strict JSON-mode validation is what documents are (they come
+            # from JSON), and text that is not valid Unicode is refused here, not on the wire.
+            text = json.dumps(raw, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidDocumentError(
+                f"data for {cls.event_type} v{cls.version} is not JSON: {type(exc).__name__}"
+            ) from None
+        try:
+            model = cls.model_validate_json(text)
         except ValidationError as exc:
             # The message names fields and error kinds, never the values.
-            problems = ", ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['type']}" for e in exc.errors()
-            )
+            if any(e["type"] == "json_invalid" for e in exc.errors()):
+                # json.dumps escapes any text; only a lone surrogate makes its output invalid.
+                raise InvalidDocumentError(
+                    f"data for {cls.event_type} v{cls.version} holds text that is not valid "
+                    "Unicode (a lone surrogate)"
+                ) from None
+            problems = describe_validation_error(exc)
             raise InvalidDocumentError(
                 f"data does not match {cls.event_type} v{cls.version}: {problems}"
             ) from None

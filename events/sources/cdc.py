@@ -70,7 +70,8 @@ class CdcSource:
             raise ValueError("two CDC rules for the same document type")
 
     def claims(self, document: Document) -> bool:
-        return document.get("type") in self._rules
+        document_type = document.get("type")
+        return isinstance(document_type, str) and document_type in self._rules
 
     def to_events(
         self, document: Document, partition_key: str, context: SourceContext
