@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from events.documents import (
     Document,
+    document_id,
     integer,
     mapping,
     optional_str,
@@ -97,6 +98,10 @@ class EventStoreSource:
         version = integer(document, "version")
         if version < 1:
             raise InvalidDocumentError("field 'version' must be a positive integer")
+        if document_id(document) != stream_event_id(stream_id, version):
+            # The id is what makes the database refuse a second writer of the same version;
+            # a document breaking the convention could also publish another version's id.
+            raise InvalidDocumentError("field 'id' must be '<streamId>:<version, 10 digits>'")
         data = mapping(document, "data")
         contract = context.contracts.get(event_type, event_version)
         return [
