@@ -1,0 +1,241 @@
+"""Properties of the relay over arbitrary JSON documents and batches (hypothesis).
+
+The promises tried here, for any batch of any JSON documents:
+- every document ends published, quarantined with a reason, or skipped, and the outcome says
+  which, in numbers that add up;
+- ``process`` raises nothing but ``TransientError``, and only when I/O failed;
+- no two distinct changes share a message id;
+- no field outside a contract leaves (every body holds only its contract's fields);
+- a batch never reports success with an event unpublished, whatever sends failed before.
+
+Documents come from two generators: arbitrary JSON objects (with the fields the relay reads
+drawn often from values known to be nasty), and valid documents of every source kind with
+some fields replaced by such values or removed, which reach deeper into each mapping.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from events.contracts import EventPayload, default_registry
+from events.documents import SYSTEM_FIELDS
+from events.errors import TransientError
+from events.messages import CLOUDEVENTS_PREFIX
+from events.publisher import InMemoryPublisher
+from events.quarantine import InMemoryQuarantine, QuarantineReason
+from tests import factories
+
+Doc = dict[str, Any]
+
+FEEDS = ("relay_orders", "relay_eventstore")
+
+NASTY: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    2**64,
+    1e20,
+    float("nan"),
+    float("inf"),
+    "",
+    "\ud800",
+    "a\nb",
+    "x" * 200,
+    "4200",
+    [],
+    {},
+    ["Order"],
+    {"kind": "Order"},
+    "outbox",
+    "Order",
+    "stream-event",
+    "OrderPlaced",
+    "PaymentCaptured",
+    "PaymentRiskScored",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "2026-01-01T00:00:00",
+    "2026-01-01T00:00:00Z",
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+]
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+values = st.sampled_from(NASTY) | json_values
+
+READ_FIELDS = (
+    "id",
+    "partitionKey",
+    "streamId",
+    "type",
+    "_lsn",
+    "_ts",
+    "eventType",
+    "eventVersion",
+    "subject",
+    "time",
+    "data",
+    "traceparent",
+    "version",
+    "deleted",
+    "status",
+    "totalCents",
+)
+
+
+@st.composite
+def arbitrary_documents(draw: st.DrawFn) -> Doc:
+    document: Doc = draw(st.dictionaries(st.text(max_size=8), json_values, max_size=5))
+    for name in draw(st.lists(st.sampled_from(READ_FIELDS), unique=True, max_size=8)):
+        document[name] = draw(values)
+    return document
+
+
+def _valid(kind: str, key: str, n: int) -> Doc:
+    builders: dict[str, Callable[[], Doc]] = {
+        "placed": lambda: factories.placed(key, f"e-{n}"),
+        "shipped": lambda: factories.shipped(key, f"e-{n}"),
+        "order": lambda: factories.order(key),
+        "deleted": lambda: factories.order(key, deleted=True),
+        "authorized": lambda: factories.stream_event(key, n + 1),
+        "captured": lambda: factories.stream_event(key, n + 1, "PaymentCaptured"),
+        "private": lambda: factories.stream_event(key, n + 1, "PaymentRiskScored"),
+    }
+    return builders[kind]()
+
+
+@st.composite
+def mutated_documents(draw: st.DrawFn) -> Doc:
+    kind = draw(
+        st.sampled_from(
+            ["placed", "shipped", "order", "deleted", "authorized", "captured", "private"]
+        )
+    )
+    key = draw(st.sampled_from(["a", "b", "c"]) | st.text(min_size=1, max_size=6))
+    document = _valid(kind, key, draw(st.integers(min_value=0, max_value=50)))
+    for name in draw(st.lists(st.sampled_from(sorted(document)), unique=True, max_size=3)):
+        if draw(st.booleans()):
+            del document[name]
+        else:
+            document[name] = draw(values)
+    data = document.get("data")
+    if isinstance(data, dict) and draw(st.booleans()):
+        field = draw(st.sampled_from(sorted(data) or ["x"]))
+        data[field] = draw(values)
+    return document
+
+
+documents = mutated_documents() | arbitrary_documents()
+
+
+def _identity(path: str) -> Callable[[Doc], str]:
+    # Cosmos DB keeps (partition key, id) unique; a batch never holds one change twice.
+    return lambda d: json.dumps([str(d.get(path)), str(d.get("id"))], default=repr)
+
+
+batches = st.lists(
+    documents,
+    max_size=12,
+    unique_by=(_identity("partitionKey"), _identity("streamId")),
+)
+
+_CONTRACTS: dict[str, type[EventPayload]] = {m.schema_uri(): m for m in default_registry()}
+
+
+def _fields(model: type[EventPayload]) -> set[str]:
+    return {info.alias or name for name, info in model.model_fields.items()}
+
+
+@given(batch=batches, feed=st.sampled_from(FEEDS))
+def test_relay_any_batch_every_document_published_quarantined_or_skipped(
+    batch: list[Doc], feed: str
+) -> None:
+    runtime, publisher, quarantine = factories.in_memory_runtime()
+
+    outcome = runtime.relay(feed).process(batch)
+
+    assert outcome.documents == len(batch)
+    assert outcome.published + outcome.quarantined + outcome.skipped == len(batch)
+    assert outcome.published == outcome.events
+    assert len(quarantine.records) == outcome.quarantined
+    for record in quarantine.records.values():
+        assert isinstance(record.reason, QuarantineReason)
+        assert record.error
+    delivered = [m for messages in publisher.delivered.values() for m in messages]
+    assert len(delivered) == outcome.published
+
+
+@given(batch=batches, feed=st.sampled_from(FEEDS))
+def test_relay_any_batch_distinct_changes_never_share_a_message_id(
+    batch: list[Doc], feed: str
+) -> None:
+    runtime, publisher, _ = factories.in_memory_runtime()
+
+    outcome = runtime.relay(feed).process(batch)
+
+    delivered = [m.message_id for messages in publisher.delivered.values() for m in messages]
+    assert publisher.duplicates == 0
+    assert len(set(delivered)) == outcome.published
+
+
+@given(batch=batches, feed=st.sampled_from(FEEDS))
+def test_relay_any_batch_no_field_outside_its_contract_leaves(batch: list[Doc], feed: str) -> None:
+    runtime, publisher, _ = factories.in_memory_runtime()
+
+    runtime.relay(feed).process(batch)
+
+    for message in (m for messages in publisher.delivered.values() for m in messages):
+        schema = message.application_properties[f"{CLOUDEVENTS_PREFIX}dataschema"]
+        body = json.loads(message.body)
+        assert set(body) <= _fields(_CONTRACTS[schema])
+        assert not SYSTEM_FIELDS & set(body)
+
+
+@given(
+    batch=batches,
+    feed=st.sampled_from(FEEDS),
+    failing_sends=st.lists(st.integers(min_value=1, max_value=4), max_size=4),
+    batch_limit=st.sampled_from([600, 2048, 256 * 1024]),
+)
+def test_relay_any_batch_success_means_every_event_is_on_the_broker(
+    batch: list[Doc], feed: str, failing_sends: list[int], batch_limit: int
+) -> None:
+    clean, clean_publisher, _ = factories.in_memory_runtime()
+    expected = clean.relay(feed).process(batch)
+    wanted = {m.message_id for messages in clean_publisher.delivered.values() for m in messages}
+    flaky = InMemoryPublisher(["integration-events", "payments"], max_batch_size=batch_limit)
+    runtime, _, _ = factories.in_memory_runtime(flaky, InMemoryQuarantine())
+    relay = runtime.relay(feed)
+    for ordinal in failing_sends:
+        flaky.fail_on_send(ordinal)
+
+    for _attempt in range(len(failing_sends) + 1):  # the host redelivers until success
+        try:
+            outcome = relay.process(batch)
+            break
+        except TransientError:
+            continue
+    else:
+        raise AssertionError("the batch never succeeded although the broker recovered")
+
+    delivered = {m.message_id for messages in flaky.delivered.values() for m in messages}
+    assert outcome.published == expected.published
+    assert delivered == wanted
