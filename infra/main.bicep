@@ -1,8 +1,10 @@
 // Cosmos DB change feed -> Service Bus relay: everything one environment needs, in one resource
 // group, driven by topology.json (containers, topics, subscriptions, queues) so Bicep, the
 // emulator config and the app's defaults agree. No keys anywhere: every resource has local auth
-// disabled and the function app reaches each one with its user-assigned identity.
-// Deploy with `azd up` (docs/deploy.md).
+// disabled and the function app reaches each one with its user-assigned identity. Every resource
+// sends its logs to one Log Analytics workspace; networkIsolation=true also takes Cosmos DB,
+// Service Bus and Storage off the public network (private endpoints + VNet integration).
+// Deploy with `azd up` (docs/deploy.md); what is protected and how: docs/security.md.
 targetScope = 'resourceGroup'
 
 @minLength(1)
@@ -28,6 +30,9 @@ param eventSource string = '/integration-relay'
 
 @description('E-mail address the alerts notify; empty for none.')
 param alertEmail string = ''
+
+@description('True: Cosmos DB, Service Bus (Premium) and Storage only reachable through private endpoints in a VNet the function app is integrated with; false: public endpoints, Entra ID only.')
+param networkIsolation bool = false
 
 var topology = loadJsonContent('topology.json')
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
@@ -65,6 +70,8 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     deploymentContainerName: 'app-package-${take(functionAppName, 32)}'
     appPrincipalId: identity.outputs.principalId
+    networkIsolation: networkIsolation
+    workspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -76,6 +83,8 @@ module cosmos 'modules/cosmos.bicep' = {
     tags: tags
     appPrincipalId: identity.outputs.principalId
     deployerPrincipalId: principalId
+    networkIsolation: networkIsolation
+    workspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -88,6 +97,20 @@ module serviceBus 'modules/servicebus.bicep' = {
     appPrincipalId: identity.outputs.principalId
     deployerPrincipalId: principalId
     deployerPrincipalType: principalType
+    networkIsolation: networkIsolation
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module network 'modules/network.bicep' = if (networkIsolation) {
+  name: 'network'
+  params: {
+    name: 'vnet-relay-${token}'
+    location: location
+    tags: tags
+    cosmosAccountId: cosmos.outputs.accountId
+    serviceBusNamespaceId: serviceBus.outputs.namespaceId
+    storageAccountId: storage.outputs.id
   }
 }
 
@@ -106,6 +129,8 @@ module functionApp 'modules/functionapp.bicep' = {
     cosmosEndpoint: cosmos.outputs.endpoint
     serviceBusFullyQualifiedNamespace: serviceBus.outputs.fullyQualifiedNamespace
     eventSource: eventSource
+    virtualNetworkSubnetId: networkIsolation ? network.outputs.appSubnetId : ''
+    workspaceId: monitoring.outputs.workspaceId
   }
 }
 

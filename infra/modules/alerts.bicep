@@ -6,6 +6,13 @@
 //   working whatever the app logs; the quarantine documents themselves say why.
 // - function failures: failed function executions (Application Insights requests/failed; the
 //   Functions host logs each execution as a request).
+// - quarantine waiting: the quarantine container holds documents (Cosmos DB DocumentCount on that
+//   container above 0). It stays fired until the container is drained, so records waiting for a
+//   human are visible for their whole life; they are deleted by TTL 30 days after their last write
+//   (topology.json). Azure Monitor cannot alert "TTL minus N days after the write": log search
+//   alerts read at most two days back and metric alerts one day
+//   (https://learn.microsoft.com/azure/azure-monitor/alerts/alerts-create-log-alert-rule,
+//   "Override query time range"); see docs/security.md.
 // Change-feed lag is NOT alerted on: the Python Cosmos SDK has no change feed estimator
 // (https://github.com/Azure/azure-sdk-for-python/issues/24249) and the app does not export a lag
 // metric. A stalled feed shows up as function failures (the trigger retries forever).
@@ -142,6 +149,54 @@ resource quarantineGrowth 'Microsoft.Insights/metricAlerts@2018-03-01' = [for co
           operator: 'GreaterThan'
           threshold: 0
           timeAggregation: 'Count'
+        }
+      ]
+    }
+    actions: actions
+  }
+}]
+
+resource quarantineWaiting 'Microsoft.Insights/metricAlerts@2018-03-01' = [for container in topology.cosmos.containers: if (container.role == 'quarantine') {
+  name: 'alert-quarantine-waiting-${container.name}-${nameSuffix}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Documents wait in ${topology.cosmos.database}/${container.name}; they are deleted ${container.defaultTtl / 86400} days after their last write. Re-drive or export them before then (docs/security.md).'
+    severity: 1
+    enabled: true
+    scopes: [
+      cosmosAccountId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'P1D'
+    autoMitigate: true
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'waitingDocuments'
+          metricNamespace: 'Microsoft.DocumentDB/databaseAccounts'
+          metricName: 'DocumentCount'
+          dimensions: [
+            {
+              name: 'DatabaseName'
+              operator: 'Include'
+              values: [
+                topology.cosmos.database
+              ]
+            }
+            {
+              name: 'CollectionName'
+              operator: 'Include'
+              values: [
+                container.name
+              ]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Total'
         }
       ]
     }

@@ -44,6 +44,12 @@ param serviceBusFullyQualifiedNamespace string
 @description('CloudEvents source attribute of every published event (RELAY_EVENT_SOURCE).')
 param eventSource string
 
+@description('Subnet (delegated to Microsoft.App/environments) the app sends its outbound traffic through; empty for none.')
+param virtualNetworkSubnetId string = ''
+
+@description('Resource id of the Log Analytics workspace that receives the diagnostic logs.')
+param workspaceId string
+
 @description('Upper bound of Flex instances.')
 @minValue(1)
 @maxValue(1000)
@@ -164,7 +170,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
-  #checkov:skip=CKV_AZURE_222: the app has no HTTP functions; azd deploys through the public endpoint with an Entra ID token and there is no VNet in this template.
+  #checkov:skip=CKV_AZURE_222: the app has no HTTP functions; azd deploys through the public endpoint with an Entra ID token. networkIsolation makes outbound traffic private (VNet integration), not inbound.
   #checkov:skip=CKV_AZURE_17: no HTTP functions, so no incoming client traffic to authenticate with certificates.
   #checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero by itself and has no minimum instance count setting.
   #checkov:skip=CKV_AZURE_213: no HTTP endpoint to probe; health is watched by the function-failure alert.
@@ -183,6 +189,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Flex Consumption VNet integration: all outbound traffic goes through this subnet, which is
+    // how the app reaches the private endpoints when networkIsolation is on.
+    // https://learn.microsoft.com/azure/azure-functions/flex-consumption-how-to#enable-virtual-network-integration
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     functionAppConfig: {
       deployment: {
         storage: {
@@ -226,6 +236,29 @@ resource scmPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-
   name: 'scm'
   properties: {
     allow: false
+  }
+}
+
+// FunctionAppLogs: the host's and the functions' log lines (the same lines Application Insights
+// gets, but unsampled and in the workspace with the other resources' logs).
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: site
+  properties: {
+    workspaceId: workspaceId
+    logAnalyticsDestinationType: 'Dedicated'
+    logs: [
+      {
+        category: 'FunctionAppLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 

@@ -19,10 +19,14 @@ param tags object
 @description('Principal id of the function app identity (gets Monitoring Metrics Publisher).')
 param appPrincipalId string
 
-@description('Days of log retention in the workspace.')
-@minValue(30)
+// At least the quarantine TTL (30 days): the WARNING line and the Cosmos DB request logs of a
+// quarantined document stay queryable for as long as the document itself. 31 days is also the
+// retention Log Analytics includes in the ingestion price.
+// https://learn.microsoft.com/azure/azure-monitor/logs/data-retention-configure
+@description('Days of log retention in the workspace (at least the quarantine TTL).')
+@minValue(31)
 @maxValue(730)
-param retentionInDays int = 30
+param retentionInDays int = 31
 
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 
@@ -35,6 +39,11 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
       name: 'PerGB2018'
     }
     retentionInDays: retentionInDays
+    // Queries and ingestion with Entra ID only, like every other resource here.
+    // https://learn.microsoft.com/azure/azure-monitor/logs/azure-ad-authentication-logs
+    features: {
+      disableLocalAuth: true
+    }
   }
 }
 

@@ -1,6 +1,8 @@
-// Service Bus namespace (Standard: topics and duplicate detection need it) with every topic, topic
-// subscription and queue of topology.json. Local (SAS) auth is disabled; the function app
-// identity gets Azure Service Bus Data Sender on each entity, not on the namespace.
+// Service Bus namespace (Standard: topics and duplicate detection need it; Premium when
+// networkIsolation is on, because only Premium namespaces take private endpoints) with every
+// topic, topic subscription and queue of topology.json. Local (SAS) auth is disabled; the function
+// app identity gets Azure Service Bus Data Sender on each entity, not on the namespace.
+// https://learn.microsoft.com/azure/service-bus-messaging/private-link-service
 //
 // Duplicate detection is forced on for every topic and queue rather than read from the topology:
 // the relay's at-least-once delivery relies on it (the message id is the event id), and a
@@ -32,24 +34,42 @@ param deployerPrincipalId string = ''
 @description('Kind of principal behind deployerPrincipalId.')
 param deployerPrincipalType string = 'User'
 
+@description('True: Premium tier, no public network access; the function app reaches the namespace through a private endpoint (network.bicep).')
+param networkIsolation bool = false
+
+@description('Resource id of the Log Analytics workspace that receives the diagnostic logs.')
+param workspaceId string
+
 var topology = loadJsonContent('../topology.json')
 
 // https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/integration
 var serviceBusDataSender = '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
 var serviceBusDataReceiver = '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
 
+// Premium is billed per messaging unit (one here), Standard per operation: isolation costs more.
+var sku = networkIsolation ? {
+  name: 'Premium'
+  tier: 'Premium'
+  capacity: 1
+} : {
+  name: 'Standard'
+  tier: 'Standard'
+}
+
+// On Premium the entity limit is 1 MB to 100 MB; the relay still sizes batches by the topology's
+// maxMessageSizeKb (256 KB), so events stay within what a Standard namespace accepts.
+// https://learn.microsoft.com/azure/service-bus-messaging/service-bus-premium-messaging#large-messages-support
+var entityMaxMessageSizeKb = networkIsolation ? max(topology.serviceBus.maxMessageSizeKb, 1024) : topology.serviceBus.maxMessageSizeKb
+
 resource namespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
   name: namespaceName
   location: location
   tags: tags
-  sku: {
-    name: 'Standard'
-    tier: 'Standard'
-  }
+  sku: sku
   properties: {
     disableLocalAuth: true
     minimumTlsVersion: '1.2'
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
   }
 }
 
@@ -60,7 +80,7 @@ resource topics 'Microsoft.ServiceBus/namespaces/topics@2022-10-01-preview' = [f
     requiresDuplicateDetection: true
     duplicateDetectionHistoryTimeWindow: topic.duplicateDetectionHistoryTimeWindow
     defaultMessageTimeToLive: topic.defaultMessageTimeToLive
-    maxMessageSizeInKilobytes: topology.serviceBus.maxMessageSizeKb
+    maxMessageSizeInKilobytes: entityMaxMessageSizeKb
     supportOrdering: true
     enablePartitioning: false
   }
@@ -88,7 +108,7 @@ resource queues 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = [f
     maxDeliveryCount: queue.maxDeliveryCount
     lockDuration: queue.lockDuration
     deadLetteringOnMessageExpiration: queue.deadLetteringOnMessageExpiration
-    maxMessageSizeInKilobytes: topology.serviceBus.maxMessageSizeKb
+    maxMessageSizeInKilobytes: entityMaxMessageSizeKb
     enablePartitioning: false
   }
 }]
@@ -122,6 +142,30 @@ resource deployerReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' =
     principalId: deployerPrincipalId
     principalType: deployerPrincipalType
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataReceiver)
+  }
+}
+
+// OperationalLogs (entity management) and, on Premium, RuntimeAuditLogs (who sent and received,
+// with the Entra ID principal) and network filtering logs.
+// https://learn.microsoft.com/azure/service-bus-messaging/monitor-service-bus-reference#resource-logs
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: namespace
+  properties: {
+    workspaceId: workspaceId
+    logAnalyticsDestinationType: 'Dedicated'
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 

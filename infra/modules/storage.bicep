@@ -20,14 +20,20 @@ param deploymentContainerName string
 @description('Principal id of the function app identity.')
 param appPrincipalId string
 
+@description('True: no public network access; the function app reaches blobs, queues and tables through private endpoints (network.bicep).')
+param networkIsolation bool = false
+
+@description('Resource id of the Log Analytics workspace that receives the diagnostic logs.')
+param workspaceId string
+
 // Role ids: https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  #checkov:skip=CKV_AZURE_35: Flex Consumption without VNet integration reaches its host storage over the public endpoint; access is Entra ID only (shared keys disabled).
-  #checkov:skip=CKV_AZURE_59: same reason as CKV_AZURE_35, no private endpoint in this template.
+  #checkov:skip=CKV_AZURE_35: the network rule defaults to Deny only with networkIsolation=true (private endpoints); by default Flex Consumption without VNet integration reaches host storage over the public endpoint, Entra ID only (shared keys disabled).
+  #checkov:skip=CKV_AZURE_59: same reason as CKV_AZURE_35: public access is off only with networkIsolation=true.
   #checkov:skip=CKV_AZURE_206: host state and the deployment package are reproducible; LRS is enough.
   name: name
   location: location
@@ -43,10 +49,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: networkIsolation ? 'Deny' : 'Allow'
     }
   }
 }
@@ -103,6 +109,68 @@ resource tableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
+// Storage logs live on each service (blob, queue, table), not on the account; the account takes
+// only metrics. StorageRead/Write/Delete record the caller's identity for each request.
+// https://learn.microsoft.com/azure/storage/blobs/monitor-blob-storage#collection-and-routing
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+var serviceLogs = {
+  workspaceId: workspaceId
+  logs: [
+    {
+      categoryGroup: 'allLogs'
+      enabled: true
+    }
+  ]
+  metrics: [
+    {
+      category: 'Transaction'
+      enabled: true
+    }
+  ]
+}
+
+resource accountDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: storage
+  properties: {
+    workspaceId: workspaceId
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: blobService
+  properties: serviceLogs
+}
+
+resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: queueService
+  properties: serviceLogs
+}
+
+resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: tableService
+  properties: serviceLogs
+}
+
+output id string = storage.id
 output name string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output queueEndpoint string = storage.properties.primaryEndpoints.queue

@@ -26,6 +26,7 @@ def test_infra_bicep_files_exist_main_and_modules() -> None:
         "modules/servicebus.bicep",
         "modules/functionapp.bicep",
         "modules/alerts.bicep",
+        "modules/network.bicep",
     } <= names
 
 

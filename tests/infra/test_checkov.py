@@ -16,7 +16,7 @@ from tests.infra.bicep import INFRA, REPO
 pytestmark = pytest.mark.infra
 
 POLICIES = INFRA / "policies"
-CUSTOM_IDS = ("CKV2_RELAY_1", "CKV2_RELAY_2", "CKV2_RELAY_3", "CKV2_RELAY_4")
+CUSTOM_IDS = ("CKV2_RELAY_1", "CKV2_RELAY_2", "CKV2_RELAY_3", "CKV2_RELAY_4", "CKV2_RELAY_5")
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,17 @@ resource ai 'Microsoft.Insights/components@2020-02-02' = {
   kind: 'web'
   properties: {
     Application_Type: 'web'
+  }
+}
+
+resource log 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: 'log-bad'
+  location: 'westeurope'
+  properties: {
+    retentionInDays: 30
+    features: {
+      disableLocalAuth: false
+    }
   }
 }
 """

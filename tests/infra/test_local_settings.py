@@ -87,6 +87,7 @@ def test_bicep_parameters_hold_no_secret() -> None:
         "principalType",
         "eventSource",
         "alertEmail",
+        "networkIsolation",
     }
     assert not any(_SECRET_FIELD.search(json.dumps(p)) for p in parameters.values())
 

@@ -374,6 +374,14 @@ def test_topology_outbox_ttl_longer_than_dedup_window(topology: Topology) -> Non
     assert topology.cosmos.outbox_ttl_seconds > longest_window
 
 
+def test_topology_quarantine_ttl_set_and_longer_than_outbox_ttl(topology: Topology) -> None:
+    # The quarantine holds whole documents (personal data): it must expire (-1 = never), but only
+    # after the outbox TTL, the longest outage the relay survives, so a document quarantined at
+    # the start of an outage is still there when operators look after it.
+    (quarantine,) = topology.cosmos.by_role("quarantine")
+    assert quarantine.default_ttl > topology.cosmos.outbox_ttl_seconds
+
+
 def test_topology_every_topic_and_queue_requires_duplicate_detection(topology: Topology) -> None:
     bus = topology.service_bus
     flags = [t.requires_duplicate_detection for t in bus.topics]
