@@ -1,19 +1,24 @@
-"""This deployment's feeds: which containers are monitored and how their documents map.
+"""This deployment's feeds, derived from the declaration (``infra/topology.json``) alone.
 
-Each feed becomes one Functions trigger and one change-feed processor name. The lease prefix
-is unique per feed (functions sharing a lease container must not steal each other's leases)
-and agrees with ``infra/topology.json`` (pinned by a test).
+Each monitored container with a feed becomes one Functions trigger and one change-feed
+processor name: its function name, lease prefix, container setting and partition key path come
+from the file, and its sources from the feed's ``sources`` and ``cdc`` rules, checked against
+the registered contracts. A declaration the contracts cannot satisfy (an unknown contract, a
+field missing from its contract, a system field) is refused with one message naming the file,
+the container and the problem.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from events import settings
-from events.contracts import OrderDeletedV1, OrderUpsertedV1
+from events.contracts import ContractRegistry, default_registry
+from events.errors import MappingError, SettingsError
 from events.sources import CdcRule, CdcSource, EventStoreSource, OutboxSource, Source
+from events.topology import DEFAULT_TOPOLOGY, CdcRuleSpec, ContainerSpec, FeedSpec, load_topology
 
-__all__ = ["FEEDS", "ORDER_CDC", "FeedDefinition", "feed_definition"]
+__all__ = ["FEEDS", "FeedDefinition", "build_feeds", "feed_definition"]
 
 
 @dataclass(frozen=True)
@@ -25,31 +30,57 @@ class FeedDefinition:
     sources: tuple[Source, ...]
 
 
-#: Order documents publish only these fields; everything else stays in the database.
-ORDER_CDC = CdcRule(
-    document_type="Order",
-    upserted=OrderUpsertedV1,
-    deleted=OrderDeletedV1,
-    id_field="orderId",
-    fields=("status", "customerId", "totalCents", "currency"),
-)
+def _cdc_rule(spec: CdcRuleSpec, contracts: ContractRegistry) -> CdcRule:
+    return CdcRule(
+        document_type=spec.document_type,
+        upserted=contracts.get(spec.upserted, spec.version),
+        deleted=contracts.get(spec.deleted, spec.version),
+        id_field=spec.id_field,
+        fields=spec.fields,
+        deleted_flag=spec.deleted_flag,
+    )
 
-FEEDS: tuple[FeedDefinition, ...] = (
-    FeedDefinition(
-        function_name="relay_orders",
-        container_setting=settings.ORDERS_CONTAINER,
-        lease_prefix="relay-orders.",
-        partition_key_path="/partitionKey",
-        sources=(OutboxSource(), CdcSource([ORDER_CDC])),
-    ),
-    FeedDefinition(
-        function_name="relay_eventstore",
-        container_setting=settings.EVENTSTORE_CONTAINER,
-        lease_prefix="relay-eventstore.",
-        partition_key_path="/streamId",
-        sources=(EventStoreSource(),),
-    ),
-)
+
+def _sources(feed: FeedSpec, contracts: ContractRegistry) -> tuple[Source, ...]:
+    sources: list[Source] = []
+    for kind in feed.sources:
+        if kind == "outbox":
+            sources.append(OutboxSource())
+        elif kind == "cdc":
+            sources.append(CdcSource([_cdc_rule(rule, contracts) for rule in feed.cdc]))
+        else:  # the loader admits only known kinds
+            sources.append(EventStoreSource())
+    return tuple(sources)
+
+
+def _definition(
+    container: ContainerSpec, feed: FeedSpec, contracts: ContractRegistry, path: Path
+) -> FeedDefinition:
+    try:
+        sources = _sources(feed, contracts)
+    except (MappingError, ValueError) as exc:
+        raise SettingsError(
+            f"topology file {path} is invalid: container {container.name!r}: {exc}"
+        ) from None
+    return FeedDefinition(
+        function_name=feed.function,
+        container_setting=container.setting,
+        lease_prefix=feed.lease_prefix,
+        partition_key_path=container.partition_key,
+        sources=sources,
+    )
+
+
+def build_feeds(
+    path: Path = DEFAULT_TOPOLOGY, contracts: ContractRegistry | None = None
+) -> tuple[FeedDefinition, ...]:
+    """The feeds a declaration file describes, checked against ``contracts``."""
+    registry = contracts if contracts is not None else default_registry()
+    topology = load_topology(path)
+    return tuple(_definition(c, f, registry, path) for c, f in topology.monitored())
+
+
+FEEDS: tuple[FeedDefinition, ...] = build_feeds()
 
 
 def feed_definition(function_name: str) -> FeedDefinition:

@@ -30,7 +30,8 @@ __all__ = [
     "load_topology",
 ]
 
-SourceKind = Literal["outbox", "cdc", "eventstore"]
+#: The source kinds a feed can list; anything else is refused when the file is loaded.
+SOURCE_KINDS = ("outbox", "cdc", "eventstore")
 ContainerRole = Literal["monitored", "leases", "quarantine", "inbox"]
 
 _ISO_DURATION = re.compile(
@@ -51,10 +52,28 @@ class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+class CdcRuleSpec(_Spec):
+    """Change data capture of one document type, as data: which contracts, which fields.
+
+    Contracts are named by event type and ``version`` (both events use the same version).
+    ``fields`` is the allow-list copied into the upserted event; ``idField`` receives the
+    document id; a document whose ``deletedFlag`` field is true becomes the deleted event.
+    """
+
+    document_type: str = Field(alias="documentType", min_length=1)
+    upserted: str = Field(min_length=1)
+    deleted: str = Field(min_length=1)
+    version: int = Field(default=1, ge=1)
+    id_field: str = Field(alias="idField", min_length=1)
+    fields: tuple[str, ...]
+    deleted_flag: str = Field(default="deleted", alias="deletedFlag", min_length=1)
+
+
 class FeedSpec(_Spec):
-    function: str
-    lease_prefix: str = Field(alias="leasePrefix")
-    sources: tuple[SourceKind, ...]
+    function: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,126}$")
+    lease_prefix: str = Field(alias="leasePrefix", min_length=1)
+    sources: tuple[str, ...] = Field(min_length=1)
+    cdc: tuple[CdcRuleSpec, ...] = ()
 
 
 class ContainerSpec(_Spec):
@@ -169,6 +188,50 @@ class Topology(_Spec):
             self.cosmos.one(role)
         if self.cosmos.one("leases").partition_key != "/id":
             raise ValueError("the lease container's partition key must be /id")
+        _unique("container name", [c.name for c in self.cosmos.containers])
+        _unique("container setting", [c.setting for c in self.cosmos.containers])
+        feeds = [c.feed for c in self.cosmos.containers if c.feed is not None]
+        _unique("feed function name", [f.function for f in feeds])
+        _unique("feed lease prefix", [f.lease_prefix for f in feeds])
+        for container in self.cosmos.containers:
+            if container.feed is not None and container.role != "monitored":
+                raise ValueError(
+                    f"container {container.name!r}: only monitored containers have a feed"
+                )
+            if container.feed is None and container.role == "monitored":
+                raise ValueError(
+                    f"container {container.name!r}: a monitored container needs a feed"
+                )
+            if container.feed is not None:
+                _check_feed(container.name, container.feed)
+
+    def monitored(self) -> tuple[tuple[ContainerSpec, FeedSpec], ...]:
+        """Each monitored container with its feed, in file order."""
+        return tuple(
+            (c, c.feed) for c in self.cosmos.containers if c.role == "monitored" and c.feed
+        )
+
+
+def _unique(what: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"duplicate {what} {value!r}")
+        seen.add(value)
+
+
+def _check_feed(container: str, feed: FeedSpec) -> None:
+    """The feed's shape alone; its contracts are checked against a registry by the catalog."""
+    where = f"container {container!r}"
+    for kind in feed.sources:
+        if kind not in SOURCE_KINDS:
+            raise ValueError(
+                f"{where}: unknown source kind {kind!r} (known: {', '.join(SOURCE_KINDS)})"
+            )
+    _unique(f"source kind in {where}:", list(feed.sources))
+    if ("cdc" in feed.sources) != bool(feed.cdc):
+        raise ValueError(f"{where}: a feed lists the source 'cdc' exactly when it has cdc rules")
+    _unique(f"CDC document type in {where}:", [rule.document_type for rule in feed.cdc])
 
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "infra" / "topology.json"
@@ -176,8 +239,36 @@ DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "infra" / "topology.
 
 def load_topology(path: Path = DEFAULT_TOPOLOGY) -> Topology:
     """Read and validate a topology file; a bad file raises SettingsError naming it."""
+    raw: object = None
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         return Topology.model_validate(raw)
-    except (OSError, json.JSONDecodeError, ValidationError, ValueError) as exc:
-        raise SettingsError(f"topology file {path} is invalid: {exc}") from exc
+    except ValidationError as exc:
+        raise SettingsError(f"topology file {path} is invalid: {_describe(exc, raw)}") from None
+    except (OSError, json.JSONDecodeError, ValueError) as exc:
+        raise SettingsError(f"topology file {path} is invalid: {exc}") from None
+
+
+def _describe(error: ValidationError, raw: object) -> str:
+    """Pydantic's errors as one line: where in the file and what, naming the container when
+    the problem is inside one (``container 'orders': feed.function: ...``)."""
+    problems = []
+    for item in error.errors():
+        location = [str(part) for part in item["loc"]]
+        message = item["msg"].removeprefix("Value error, ")
+        if location[:2] == ["cosmos", "containers"] and len(location) > 2:
+            name = _container_name(raw, location[2])
+            location = location[3:]
+            message = f"{'.'.join(location)}: {message}" if location else message
+            problems.append(f"container {name!r}: {message}")
+        else:
+            problems.append(f"{'.'.join(location)}: {message}" if location else message)
+    return "; ".join(problems)
+
+
+def _container_name(raw: object, index: str) -> str:
+    try:
+        name = raw["cosmos"]["containers"][int(index)]["name"]  # type: ignore[index]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return f"#{index}"
+    return str(name)

@@ -7,16 +7,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from events.catalog import FEEDS
-from events.contracts import OrderPlacedV1, OrderShippedV1
+from events.contracts import OrderDeletedV1, OrderPlacedV1, OrderShippedV1, OrderUpsertedV1
 from events.messages import Router
 from events.publisher import InMemoryPublisher
 from events.quarantine import InMemoryQuarantine
 from events.relay import Relay
 from events.runtime import Runtime, build_feed
 from events.settings import Settings, load_settings
-from events.sources import outbox_document, stream_event_document
+from events.sources import CdcRule, outbox_document, stream_event_document
 from events.sources.outbox import outbox_event_id
 
+#: The example declaration's CDC rule for Order documents, as the catalog builds it.
+ORDER_CDC = CdcRule(
+    document_type="Order",
+    upserted=OrderUpsertedV1,
+    deleted=OrderDeletedV1,
+    id_field="orderId",
+    fields=("status", "customerId", "totalCents", "currency"),
+)
 FIXED_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 _lsn = itertools.count(100)

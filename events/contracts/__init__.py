@@ -2,9 +2,12 @@
 
 Only fields declared on a contract leave the database: mapping validates a document's data
 against its contract and serialises the validated model, so unknown fields are dropped.
+
+This deployment's contracts live one module per domain (``orders``, ``payments``: the worked
+example) and are registered here, explicitly: importing a module registers nothing.
 """
 
-from events.contracts.base import ContractRegistry, EventPayload, default_registry
+from events.contracts.base import ContractRegistry, EventPayload
 from events.contracts.orders import (
     OrderDeletedV1,
     OrderPlacedV1,
@@ -24,3 +27,15 @@ __all__ = [
     "PaymentCapturedV1",
     "default_registry",
 ]
+
+
+def default_registry() -> ContractRegistry:
+    """Every contract this deployment publishes. Add yours here."""
+    return ContractRegistry(
+        OrderPlacedV1,
+        OrderShippedV1,
+        OrderUpsertedV1,
+        OrderDeletedV1,
+        PaymentAuthorizedV1,
+        PaymentCapturedV1,
+    )

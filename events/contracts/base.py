@@ -12,7 +12,7 @@ from pydantic.alias_generators import to_camel
 
 from events.errors import InvalidDocumentError, MappingError
 
-__all__ = ["ContractRegistry", "EventPayload", "default_registry", "describe_validation_error"]
+__all__ = ["ContractRegistry", "EventPayload", "describe_validation_error"]
 
 SCHEMA_BASE = "https://schemas.integration-relay.dev/events"
 
@@ -126,16 +126,3 @@ class ContractRegistry:
             path.write_text(text, encoding="utf-8")
             written.append(path)
         return written
-
-
-def default_registry() -> ContractRegistry:
-    from events.contracts import orders, payments  # noqa: PLC0415 - avoid an import cycle
-
-    return ContractRegistry(
-        orders.OrderPlacedV1,
-        orders.OrderShippedV1,
-        orders.OrderUpsertedV1,
-        orders.OrderDeletedV1,
-        payments.PaymentAuthorizedV1,
-        payments.PaymentCapturedV1,
-    )

@@ -8,12 +8,12 @@ import pytest
 from cloudevents.core.bindings.amqp import AMQPMessage, from_binary_event
 from pydantic import ValidationError
 
-from events.catalog import ORDER_CDC
 from events.contracts import default_registry
 from events.envelope import IntegrationEvent, deterministic_id, sequence_of
 from events.messages import Router, event_from_message, to_message
 from events.sources import CdcSource, OutboxSource, SourceContext
 from tests import factories
+from tests.factories import ORDER_CDC
 
 CONTEXT = SourceContext(
     source_uri="/integration-relay/relay/orders", container="orders", contracts=default_registry()

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from events.catalog import FEEDS, ORDER_CDC
+from events.catalog import FEEDS
 from events.contracts import OrderPlacedV1, OrderUpsertedV1, default_registry
 from events.documents import SYSTEM_FIELDS
 from events.envelope import sequence_of
@@ -16,6 +16,7 @@ from events.sources import CdcRule, CdcSource, EventStoreSource, OutboxSource, S
 from events.sources.cdc import cdc_event_id
 from events.sources.eventstore import eventstore_event_id
 from tests import factories
+from tests.factories import ORDER_CDC
 
 CONTEXT = SourceContext(
     source_uri="/integration-relay/relay/orders", container="orders", contracts=default_registry()
