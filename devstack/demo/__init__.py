@@ -54,7 +54,7 @@ from devstack.demo.consumer import Consumer
 from devstack.demo.drain import DrainRule, DrainVerdict
 from devstack.demo.ledger import Ledger, Tally
 from devstack.demo.printer import Printer, PrinterHandler
-from devstack.demo.stack import Relay, local_stack, relay_environment
+from devstack.demo.stack import Relay, local_stack, pooled_client, relay_environment
 from devstack.demo.writer import Writer
 from devstack.servicebus import LocalServiceBus
 from events.stores import CosmosInbox
@@ -121,7 +121,12 @@ class Demo:
             relay.start()
             try:
                 database = cosmos.client().get_database_client(topology.cosmos.database)
-                inbox = CosmosInbox(database.get_container_client("inbox"))
+                threads_total = sum(CONSUMER_THREADS.values())
+                inbox = CosmosInbox(
+                    pooled_client(cosmos, threads_total)
+                    .get_database_client(topology.cosmos.database)
+                    .get_container_client("inbox")
+                )
                 writer = Writer(database, self.ledger, self.args.rate, self.args.seed)
                 with ServiceBusClient.from_connection_string(bus.connection_string) as client:
                     consumer = Consumer(
