@@ -49,7 +49,8 @@ SESSION_FILTER = symbol("com.microsoft:session-filter")
 SESSION_LOCKED_UNTIL = symbol("com.microsoft:locked-until-utc")
 MAX_BATCH_SIZE = symbol("com.microsoft:max-message-batch-size")
 #: Milliseconds a NEXT_AVAILABLE_SESSION attach may wait for a session: the SDK sends its
-#: receiver's ``max_wait_time`` here, a little shorter, so the service answers first.
+#: receiver's ``max_wait_time`` here, a little shorter, so the service answers first
+#: (azure-servicebus ``_transport/_pyamqp_transport.py``, ``create_receive_client``).
 OPERATION_TIMEOUT = symbol("com.microsoft:timeout")
 _DOTNET_EPOCH_TICKS = 621355968000000000  # 0001-01-01 to 1970-01-01 in 100 ns ticks
 _CREDIT = 100
