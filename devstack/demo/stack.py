@@ -10,13 +10,19 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from devstack.cosmos import LocalCosmos
+import requests
+from azure.core.pipeline.transport import RequestsTransport
+from azure.cosmos import CosmosClient
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from devstack.cosmos import LocalCosmos, quiet_loopback_tls_warnings
 from devstack.provision import provision_cosmos
 from devstack.servicebus import LocalServiceBus
 from events import settings as names
 from events.topology import Topology
 
-__all__ = ["ROOT", "Relay", "local_stack", "relay_environment"]
+__all__ = ["ROOT", "Relay", "local_stack", "pooled_client", "relay_environment"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,6 +85,27 @@ class Relay:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(timeout=10)
+
+
+def pooled_client(cosmos: LocalCosmos, connections: int) -> CosmosClient:
+    """A client for ``cosmos`` that keeps up to ``connections`` connections open.
+
+    The default pool keeps 10, and urllib3 warns each time a thread returns an 11th; the demo
+    consumer's threads all use one inbox client.
+    """
+    quiet_loopback_tls_warnings()
+    session = requests.Session()
+    # What azure-core mounts on a session it creates itself (its pipeline retries, not urllib3).
+    no_retries = Retry(total=False, redirect=False, raise_on_status=False)
+    adapter = HTTPAdapter(max_retries=no_retries, pool_maxsize=connections)
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, adapter)
+    return CosmosClient(
+        cosmos.endpoint,
+        credential=cosmos.key,
+        connection_verify=False,
+        transport=RequestsTransport(session=session, session_owner=True),
+    )
 
 
 def relay_environment(cosmos: LocalCosmos, bus: LocalServiceBus) -> dict[str, str]:

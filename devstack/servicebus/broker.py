@@ -48,10 +48,14 @@ _LOG = logging.getLogger(__name__)
 SESSION_FILTER = symbol("com.microsoft:session-filter")
 SESSION_LOCKED_UNTIL = symbol("com.microsoft:locked-until-utc")
 MAX_BATCH_SIZE = symbol("com.microsoft:max-message-batch-size")
+#: Milliseconds a NEXT_AVAILABLE_SESSION attach may wait for a session: the SDK sends its
+#: receiver's ``max_wait_time`` here, a little shorter, so the service answers first
+#: (azure-servicebus ``_transport/_pyamqp_transport.py``, ``create_receive_client``).
+OPERATION_TIMEOUT = symbol("com.microsoft:timeout")
 _DOTNET_EPOCH_TICKS = 621355968000000000  # 0001-01-01 to 1970-01-01 in 100 ns ticks
 _CREDIT = 100
 _TICK_SECONDS = 0.2
-_SESSION_WAIT_SECONDS = 60.0  # Service Bus's default operation timeout
+_SESSION_WAIT_SECONDS = 60.0  # Service Bus's default operation timeout, when none is sent
 _NOT_FOUND = "amqp:not-found"
 _ATTR = "sb_role"
 
@@ -62,6 +66,15 @@ def _path(address: str | None) -> str:
     if "://" in address:
         return urlparse(address).path.lstrip("/")
     return address.lstrip("/")
+
+
+def _session_wait_seconds(link: Link) -> float:
+    """How long a next-available-session attach may wait: the client's timeout, if it sent one."""
+    properties = link.remote_properties
+    raw = properties.get(OPERATION_TIMEOUT) if isinstance(properties, dict) else None
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw / 1000.0
+    return _SESSION_WAIT_SECONDS
 
 
 def _filters(link: Link) -> dict[Any, Any]:
@@ -341,11 +354,13 @@ class BrokerHandler:
                 "another receiver.",
             )
         else:
+            wait = _session_wait_seconds(link)
             self._pending.append(
-                _PendingSession(
-                    owner, connection_id, link, store, now + _SESSION_WAIT_SECONDS, delete_on_send
-                )
+                _PendingSession(owner, connection_id, link, store, now + wait, delete_on_send)
             )
+            if self._container is not None:
+                # Answer at the client's deadline, not at the next tick after it.
+                self._container.schedule(wait, _Timer(self._serve_pending_now))
 
     def _open_receiver(
         self,
@@ -370,6 +385,10 @@ class BrokerHandler:
             link.properties = {SESSION_LOCKED_UNTIL: ticks}
         link.open()
         self._pump(receiver)
+
+    def _serve_pending_now(self) -> None:
+        if not self._stopping:
+            self._serve_pending(time.time())
 
     def _serve_pending(self, now: float) -> None:
         still: list[_PendingSession] = []
