@@ -15,13 +15,14 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
 from events.envelope import deterministic_id
 
 __all__ = [
+    "ExpiryNotice",
     "InMemoryQuarantine",
     "QuarantineAdmin",
     "QuarantineReason",
@@ -145,6 +146,24 @@ class QuarantineRecord:
             error_type=str(document.get("errorType") or ""),
             content_digest=digest if isinstance(digest, str) else None,
         )
+
+
+@dataclass(frozen=True)
+class ExpiryNotice:
+    """Which records the container's TTL deletes soon: each is written ``ttl`` after it was
+    quarantined (Cosmos DB counts TTL from the last write, which is when it was quarantined);
+    records within ``notice`` of that are due for a decision (fix and re-drive, or let go)."""
+
+    ttl: timedelta
+    notice: timedelta
+
+    def expires_at(self, record: QuarantineRecord) -> datetime:
+        return record.quarantined_at + self.ttl
+
+    def due(self, records: list[QuarantineRecord], now: datetime) -> list[QuarantineRecord]:
+        """The records that expire within ``notice`` of ``now``, soonest first."""
+        found = [r for r in records if self.expires_at(r) - now <= self.notice]
+        return sorted(found, key=self.expires_at)
 
 
 class QuarantineStore(Protocol):
