@@ -1,7 +1,8 @@
 """The composition root: settings read once, clients and relays built once per process.
 
 Hosts (the Functions triggers, the change-feed processor, the CLI) ask this module for a
-relay; they never build clients themselves.
+relay; they never build clients themselves. ``check_resources`` is the start-up check of the
+command-line hosts: every container and destination exists, the keys are accepted.
 """
 
 from __future__ import annotations
@@ -13,19 +14,21 @@ from dataclasses import dataclass
 
 from events.catalog import FEEDS, FeedDefinition
 from events.contracts import default_registry
-from events.errors import SettingsError
+from events.errors import SettingsError, TransientError
 from events.messages import Router
 from events.publisher import Publisher
 from events.quarantine import QuarantineStore
 from events.relay import Feed, Relay
 from events.settings import (
     EVENTSTORE_CONTAINER,
+    LEASES_CONTAINER,
     ORDERS_CONTAINER,
+    QUARANTINE_CONTAINER,
     Settings,
     load_settings,
 )
 
-__all__ = ["Runtime", "build_feed", "container_name", "current"]
+__all__ = ["Runtime", "build_feed", "check_resources", "container_name", "current"]
 
 
 def container_name(settings: Settings, setting: str) -> str:
@@ -78,15 +81,54 @@ class Runtime:
     def from_environment(cls, environ: Mapping[str, str], *, verify_tls: bool = True) -> Runtime:
         """Build from app settings. ``verify_tls=False`` only for a loopback dev server."""
         # Adapters are imported here so that pure users of the package never load the SDKs.
-        from events.servicebus import ServiceBusPublisher, service_bus_client  # noqa: PLC0415
+        from events import servicebus  # noqa: PLC0415
         from events.stores import CosmosQuarantine, cosmos_client  # noqa: PLC0415
 
         settings = load_settings(environ)
-        client = cosmos_client(settings.cosmos, verify_tls=verify_tls)
+        client = cosmos_client(
+            settings.cosmos, verify_tls=verify_tls, timeout=settings.cosmos_timeout
+        )
         database = client.get_database_client(settings.database)
         quarantine = CosmosQuarantine(database.get_container_client(settings.containers.quarantine))
-        publisher = ServiceBusPublisher(service_bus_client(settings.service_bus))
+        publisher = servicebus.ServiceBusPublisher(
+            servicebus.service_bus_client(settings.service_bus),
+            timeout=settings.servicebus_timeout,
+            endpoint=servicebus.endpoint_of(settings.service_bus),
+        )
         return cls.assemble(settings, publisher, quarantine)
+
+
+def check_resources(runtime: Runtime, *, verify_tls: bool = True) -> list[TransientError]:
+    """Start-up check of a runtime built by ``from_environment``: the database, the monitored,
+    leases and quarantine containers, and every destination (default and routes) exist.
+
+    Raises SettingsError (one message naming the setting or resource and what to do) when
+    something is missing or a key is refused. Returns the transient failures met (a server
+    that did not answer within its deadline): the hosts retry those at run time.
+    """
+    from events.servicebus import ServiceBusPublisher  # noqa: PLC0415
+    from events.stores import check_containers, cosmos_client  # noqa: PLC0415
+
+    settings = runtime.settings
+    problems: list[TransientError] = []
+    client = cosmos_client(settings.cosmos, verify_tls=verify_tls, timeout=settings.cosmos_timeout)
+    containers = {
+        ORDERS_CONTAINER: settings.containers.orders,
+        EVENTSTORE_CONTAINER: settings.containers.eventstore,
+        LEASES_CONTAINER: settings.containers.leases,
+        QUARANTINE_CONTAINER: settings.containers.quarantine,
+    }
+    try:
+        check_containers(client.get_database_client(settings.database), containers)
+    except TransientError as exc:
+        problems.append(exc)
+    if isinstance(runtime.publisher, ServiceBusPublisher):
+        for destination in settings.destinations:
+            try:
+                runtime.publisher.probe(destination)
+            except TransientError as exc:
+                problems.append(exc)
+    return problems
 
 
 _lock = threading.Lock()

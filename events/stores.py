@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final
@@ -45,6 +46,7 @@ __all__ = [
     "cosmos_client",
     "endpoint_of",
     "location_of",
+    "quiet_loopback_tls_warnings",
     "translate_cosmos_errors",
 ]
 
@@ -57,6 +59,18 @@ _CONNECT_TIMEOUT = 10.0
 _UNAUTHORIZED = frozenset({401, 403})
 
 _availability = AvailabilityLog(logger)
+
+# urllib3 warns on every unverified HTTPS request; against the loopback dev server (self-signed
+# certificate, --insecure-local) that was most of the relay's output. Any other host still warns.
+_LOOPBACK_WARNING = r"Unverified HTTPS request is being made to host '(127\.0\.0\.1|localhost|::1)'"
+
+
+def quiet_loopback_tls_warnings() -> None:
+    """Silence urllib3's InsecureRequestWarning for loopback hosts only."""
+    from urllib3.exceptions import InsecureRequestWarning  # noqa: PLC0415 - only when asked
+
+    warnings.filterwarnings("ignore", message=_LOOPBACK_WARNING, category=InsecureRequestWarning)
+
 
 #: Statuses worth retrying: timeout, gone, throttled, retry-with, server side.
 TRANSIENT_STATUS: Final = frozenset({408, 410, 429, 449, 500, 502, 503, 504})
@@ -84,6 +98,18 @@ def cosmos_client(
     ``timeout``, as StoreUnavailableError."""
     if not (math.isfinite(timeout) and timeout > 0):
         raise ValueError("timeout must be a finite number of seconds greater than 0")
+    try:
+        return _new_client(connection, verify_tls=verify_tls, timeout=timeout)
+    except CosmosHttpResponseError as exc:
+        if exc.status_code in _UNAUTHORIZED:
+            raise SettingsError(
+                f"Cosmos DB {endpoint_of(connection)} refused the credentials "
+                f"({exc.status_code}): check {COSMOS_CONNECTION} (key, or the identity's role)"
+            ) from None
+        raise
+
+
+def _new_client(connection: CosmosConnection, *, verify_tls: bool, timeout: float) -> CosmosClient:
     connect = min(timeout, _CONNECT_TIMEOUT)
     with translate_cosmos_errors("connect", where=f"Cosmos DB {endpoint_of(connection)}"):
         if connection.connection_string:
