@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from events.catalog import FEEDS, FeedDefinition
 from events.contracts import default_registry
@@ -27,6 +28,9 @@ from events.settings import (
     Settings,
     load_settings,
 )
+
+if TYPE_CHECKING:
+    from events.servicebus import ServiceBusPublisher
 
 __all__ = ["Runtime", "build_feed", "check_resources", "container_name", "current"]
 
@@ -123,11 +127,38 @@ def check_resources(runtime: Runtime, *, verify_tls: bool = True) -> list[Transi
     except TransientError as exc:
         problems.append(exc)
     if isinstance(runtime.publisher, ServiceBusPublisher):
-        for destination in settings.destinations:
-            try:
-                runtime.publisher.probe(destination)
-            except TransientError as exc:
-                problems.append(exc)
+        problems += _probe_all(runtime.publisher, settings.destinations)
+    return problems
+
+
+def _probe_all(publisher: ServiceBusPublisher, destinations: list[str]) -> list[TransientError]:
+    """Probe every destination at once (each within the publisher's deadline), so a silent
+    broker delays start-up by one deadline, not one per destination."""
+    outcomes: dict[str, BaseException | None] = {}
+
+    def probe(destination: str) -> None:
+        try:
+            publisher.probe(destination)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            outcomes[destination] = exc
+        else:
+            outcomes[destination] = None
+
+    threads = [
+        threading.Thread(target=probe, args=(d,), name=f"probe-{d}", daemon=True)
+        for d in destinations
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()  # each probe is bounded by the publisher's deadline
+    problems: list[TransientError] = []
+    for destination in destinations:
+        error = outcomes.get(destination)
+        if isinstance(error, TransientError):
+            problems.append(error)
+        elif error is not None:
+            raise error  # SettingsError (or a bug): for the caller
     return problems
 
 

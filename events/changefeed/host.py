@@ -265,8 +265,9 @@ def _start(
             stop.wait(_START_RETRY)
             continue
         for problem in problems:
-            # Not a configuration error: the relay retries these at run time.
-            logger.warning("start-up check: %s", problem)
+            # Not a configuration error, and already logged (one WARNING per outage) by the
+            # adapter: the relay retries these at run time.
+            logger.debug("start-up check, retried at run time: %s", problem)
         return runtime, client
     return None
 
