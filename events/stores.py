@@ -3,13 +3,14 @@
 Also the process-wide Cosmos client factory and the translation of Cosmos errors into the
 package's tree: throttling and unavailability are transient, the rest is for the caller.
 
-Deadlines: the client is built with the SDK's own knobs, which do bound its calls (unlike the
-Service Bus SDK's sign-in): ``timeout`` is an absolute limit per operation including the SDK's
-retries (a paged query or change-feed read restarts it per page), ``connection_timeout`` and
-``read_timeout`` bound one HTTP attempt. Against a server that accepts TCP and never answers,
-the constructor (it reads the account) and every call raise ``CosmosClientTimeoutError``
-after ``timeout`` (observed, azure-cosmos 4.17), which becomes StoreUnavailableError naming
-the endpoint. One WARNING per outage, one INFO on recovery (``AvailabilityLog``).
+Deadlines: the client is built with the SDK's own knobs, which can bound its calls (unlike the
+Service Bus SDK's sign-in): ``timeout`` is an absolute limit per operation, checked between
+attempts (a paged query or change-feed read restarts it per page), ``connection_timeout`` and
+``read_timeout`` bound one HTTP attempt, and connection retries are off (see
+``_CONNECTION_RETRIES``). Against a server that accepts TCP and never answers, the constructor
+(it reads the account) and every call fail within about ``timeout`` (observed, azure-cosmos
+4.17) and become StoreUnavailableError naming the endpoint and resource. One WARNING per
+outage and resource, one INFO on recovery (``AvailabilityLog``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 30.0
 #: One HTTP connection attempt; shorter than the whole operation so that the SDK can retry.
 _CONNECT_TIMEOUT = 10.0
+#: One HTTP read, as a share of the operation's timeout: the SDK checks its absolute timeout
+#: only between attempts, so a silent server costs about timeout + one read timeout.
+_READ_SHARE = 0.5
+#: azure-core connection retries inside one operation. Its default (10, with backoff) is not
+#: bounded by ``timeout``: against a stopped server one query took 9.6 s with timeout=2;
+#: with 0 it took 1.0-2.1 s (azure-cosmos 4.17, observed). The relay retries the batch itself.
+#: Throttling (429) retries are the SDK's own policy and stay bounded by ``timeout``.
+_CONNECTION_RETRIES = 0
 _UNAUTHORIZED = frozenset({401, 403})
 
 _availability = AvailabilityLog(logger)
@@ -111,6 +120,7 @@ def cosmos_client(
 
 def _new_client(connection: CosmosConnection, *, verify_tls: bool, timeout: float) -> CosmosClient:
     connect = min(timeout, _CONNECT_TIMEOUT)
+    read = timeout * _READ_SHARE
     with translate_cosmos_errors("connect", where=f"Cosmos DB {endpoint_of(connection)}"):
         if connection.connection_string:
             return CosmosClient.from_connection_string(
@@ -118,7 +128,8 @@ def _new_client(connection: CosmosConnection, *, verify_tls: bool, timeout: floa
                 connection_verify=verify_tls,
                 timeout=timeout,
                 connection_timeout=connect,
-                read_timeout=timeout,
+                read_timeout=read,
+                retry_total=_CONNECTION_RETRIES,
             )
         if connection.account_endpoint:
             credential = (
@@ -131,7 +142,8 @@ def _new_client(connection: CosmosConnection, *, verify_tls: bool, timeout: floa
                 credential=credential,
                 timeout=timeout,
                 connection_timeout=connect,
-                read_timeout=timeout,
+                read_timeout=read,
+                retry_total=_CONNECTION_RETRIES,
             )
     raise SettingsError(f"no Cosmos DB connection configured: set {COSMOS_CONNECTION}")
 
