@@ -268,6 +268,9 @@ class ServiceBusPublisher:
                 destination,
                 lambda send=send: sender.send_messages(send, timeout=self._timeout),  # type: ignore[misc]
             )
+        # Only accepted sends prove the entity works: opening a link to a missing entity can
+        # succeed (the refusal may come with the first transfer).
+        self._availability.up(self._where(destination))
         return len(sends)
 
     def _limit(self, destination: _Destination) -> int:
@@ -331,7 +334,6 @@ class ServiceBusPublisher:
                 raise PublishUnavailableError(f"{self._where(destination)}: {reason}")
         succeeded, value = outcome[0]
         if succeeded:
-            self._availability.up(self._where(destination))
             return value  # type: ignore[return-value]  # call()'s own result
         if isinstance(value, EventTooLargeError | MessageSizeExceededError):
             raise value

@@ -206,6 +206,7 @@ def test_run_sigterm_while_send_hangs_on_black_hole_exits_within_bound(
             process.wait(timeout=10)
     stderr = process.stderr.read() if process.stderr else ""
     assert process.returncode == 0, stderr
+    assert "InsecureRequestWarning" not in stderr  # --insecure-local on loopback is quiet
     assert "stopping (signal SIGTERM)" in stderr
     assert "lease released" in stderr
 
