@@ -204,9 +204,9 @@ class ServiceBusPublisher:
 
     def check(self, message: OutgoingMessage) -> None:
         with self._holding(message.destination) as destination:
-            batch = self._bounded(
-                destination, lambda: self._open(destination).create_message_batch()
-            )
+            batch = self._local_batch(destination)  # an empty batch is falsy: test for None
+            if batch is None:
+                batch = self._bounded(destination, lambda: self._new_batch(destination))
             try:
                 batch.add_message(to_sdk_message(message))
             except MessageSizeExceededError as exc:
@@ -278,6 +278,23 @@ class ServiceBusPublisher:
             link_limit = self._open(destination).create_message_batch().max_size_in_bytes
             destination.batch_limit = max(link_limit - BATCH_HEADROOM, link_limit // 2)
         return destination.batch_limit
+
+    def _new_batch(self, destination: _Destination) -> ServiceBusMessageBatch:
+        self._limit(destination)  # opens the sender; later batches are built locally
+        return self._open(destination).create_message_batch()
+
+    @staticmethod
+    def _local_batch(destination: _Destination) -> ServiceBusMessageBatch | None:
+        """A new batch without a worker thread when the sender is open (its link limit known
+        since the last discard): the SDK then only builds an object, no network. None when
+        that does not hold; the caller then takes the bounded path."""
+        sender = destination.sender
+        if sender is None or destination.batch_limit is None:
+            return None
+        try:
+            return sender.create_message_batch()
+        except (AzureError, OSError):
+            return None
 
     def _open(self, destination: _Destination) -> ServiceBusSender:
         if destination.sender is None:
