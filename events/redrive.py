@@ -20,9 +20,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from events.errors import RelayError
+from events.errors import RelayError, SettingsError
 from events.quarantine import QuarantineAdmin, QuarantineRecord
-from events.runtime import Runtime
+from events.runtime import Runtime, check_resources
 
 __all__ = ["RedriveResult", "main", "redrive"]
 
@@ -73,12 +73,25 @@ def run(
     return 0 if resolved == len(records) else 1
 
 
+_MAX_LIMIT = 100_000
+
+
+def _limit(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 1 <= number <= _MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {_MAX_LIMIT}, not {value}")
+    return number
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m events quarantine")
     parser.add_argument("command", choices=["list", "redrive"])
     parser.add_argument("ids", nargs="*", help="record ids (default: every listed record)")
     parser.add_argument("--feed", default=None, help="only records of this feed")
-    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--limit", type=_limit, default=100, help="at most this many records")
     parser.add_argument(
         "--insecure-local", action="store_true", help="do not verify TLS (loopback dev server)"
     )
@@ -87,17 +100,28 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if args.limit < 1:
-        print("--limit must be at least 1", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.ERROR)
     # Adapters are imported here so that importing this module stays cheap.
-    from events.stores import CosmosQuarantine, cosmos_client  # noqa: PLC0415
+    from events.stores import (  # noqa: PLC0415
+        CosmosQuarantine,
+        cosmos_client,
+        quiet_loopback_tls_warnings,
+    )
 
+    verify_tls = not args.insecure_local
+    if not verify_tls:
+        quiet_loopback_tls_warnings()
     try:
-        runtime = Runtime.from_environment(os.environ, verify_tls=not args.insecure_local)
+        runtime = Runtime.from_environment(os.environ, verify_tls=verify_tls)
+        problems = check_resources(runtime, verify_tls=verify_tls)
+        if problems:
+            print(f"python -m events quarantine: {problems[0]}", file=sys.stderr)
+            return 1
         settings = runtime.settings
-        client = cosmos_client(settings.cosmos, verify_tls=not args.insecure_local)
+        client = cosmos_client(
+            settings.cosmos, verify_tls=verify_tls, timeout=settings.cosmos_timeout
+        )
         container = client.get_database_client(settings.database).get_container_client(
             settings.containers.quarantine
         )
@@ -113,6 +137,9 @@ def main(argv: list[str]) -> int:
                 )
                 return 2
         return run(args.command, records, runtime, admin)
+    except SettingsError as exc:
+        print(f"python -m events quarantine: {exc}", file=sys.stderr)
+        return 2
     except RelayError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"python -m events quarantine: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

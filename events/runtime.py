@@ -1,7 +1,8 @@
 """The composition root: settings read once, clients and relays built once per process.
 
 Hosts (the Functions triggers, the change-feed processor, the CLI) ask this module for a
-relay; they never build clients themselves.
+relay; they never build clients themselves. ``check_resources`` is the start-up check of the
+command-line hosts: every container and destination exists, the keys are accepted.
 """
 
 from __future__ import annotations
@@ -10,22 +11,28 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from events.catalog import FEEDS, FeedDefinition
 from events.contracts import default_registry
-from events.errors import SettingsError
+from events.errors import SettingsError, TransientError
 from events.messages import Router
 from events.publisher import Publisher
 from events.quarantine import QuarantineStore
 from events.relay import Feed, Relay
 from events.settings import (
     EVENTSTORE_CONTAINER,
+    LEASES_CONTAINER,
     ORDERS_CONTAINER,
+    QUARANTINE_CONTAINER,
     Settings,
     load_settings,
 )
 
-__all__ = ["Runtime", "build_feed", "container_name", "current"]
+if TYPE_CHECKING:
+    from events.servicebus import ServiceBusPublisher
+
+__all__ = ["Runtime", "build_feed", "check_resources", "container_name", "current"]
 
 
 def container_name(settings: Settings, setting: str) -> str:
@@ -78,15 +85,81 @@ class Runtime:
     def from_environment(cls, environ: Mapping[str, str], *, verify_tls: bool = True) -> Runtime:
         """Build from app settings. ``verify_tls=False`` only for a loopback dev server."""
         # Adapters are imported here so that pure users of the package never load the SDKs.
-        from events.servicebus import ServiceBusPublisher, service_bus_client  # noqa: PLC0415
+        from events import servicebus  # noqa: PLC0415
         from events.stores import CosmosQuarantine, cosmos_client  # noqa: PLC0415
 
         settings = load_settings(environ)
-        client = cosmos_client(settings.cosmos, verify_tls=verify_tls)
+        client = cosmos_client(
+            settings.cosmos, verify_tls=verify_tls, timeout=settings.cosmos_timeout
+        )
         database = client.get_database_client(settings.database)
         quarantine = CosmosQuarantine(database.get_container_client(settings.containers.quarantine))
-        publisher = ServiceBusPublisher(service_bus_client(settings.service_bus))
+        publisher = servicebus.ServiceBusPublisher(
+            servicebus.service_bus_client(settings.service_bus),
+            timeout=settings.servicebus_timeout,
+            endpoint=servicebus.endpoint_of(settings.service_bus),
+        )
         return cls.assemble(settings, publisher, quarantine)
+
+
+def check_resources(runtime: Runtime, *, verify_tls: bool = True) -> list[TransientError]:
+    """Start-up check of a runtime built by ``from_environment``: the database, the monitored,
+    leases and quarantine containers, and every destination (default and routes) exist.
+
+    Raises SettingsError (one message naming the setting or resource and what to do) when
+    something is missing or a key is refused. Returns the transient failures met (a server
+    that did not answer within its deadline): the hosts retry those at run time.
+    """
+    from events.servicebus import ServiceBusPublisher  # noqa: PLC0415
+    from events.stores import check_containers, cosmos_client  # noqa: PLC0415
+
+    settings = runtime.settings
+    problems: list[TransientError] = []
+    client = cosmos_client(settings.cosmos, verify_tls=verify_tls, timeout=settings.cosmos_timeout)
+    containers = {
+        ORDERS_CONTAINER: settings.containers.orders,
+        EVENTSTORE_CONTAINER: settings.containers.eventstore,
+        LEASES_CONTAINER: settings.containers.leases,
+        QUARANTINE_CONTAINER: settings.containers.quarantine,
+    }
+    try:
+        check_containers(client.get_database_client(settings.database), containers)
+    except TransientError as exc:
+        problems.append(exc)
+    if isinstance(runtime.publisher, ServiceBusPublisher):
+        problems += _probe_all(runtime.publisher, settings.destinations)
+    return problems
+
+
+def _probe_all(publisher: ServiceBusPublisher, destinations: list[str]) -> list[TransientError]:
+    """Probe every destination at once (each within the publisher's deadline), so a silent
+    broker delays start-up by one deadline, not one per destination."""
+    outcomes: dict[str, BaseException | None] = {}
+
+    def probe(destination: str) -> None:
+        try:
+            publisher.probe(destination)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            outcomes[destination] = exc
+        else:
+            outcomes[destination] = None
+
+    threads = [
+        threading.Thread(target=probe, args=(d,), name=f"probe-{d}", daemon=True)
+        for d in destinations
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()  # each probe is bounded by the publisher's deadline
+    problems: list[TransientError] = []
+    for destination in destinations:
+        error = outcomes.get(destination)
+        if isinstance(error, TransientError):
+            problems.append(error)
+        elif error is not None:
+            raise error  # SettingsError (or a bug): for the caller
+    return problems
 
 
 _lock = threading.Lock()

@@ -9,7 +9,10 @@ Defaults agree with ``infra/topology.json`` (a test pins that); Bicep sets every
 
 from __future__ import annotations
 
+import binascii
 import json
+import math
+from base64 import b64decode
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -20,11 +23,14 @@ from events.errors import SettingsError
 __all__ = [
     "APP_SETTINGS",
     "COSMOS_CONNECTION",
+    "COSMOS_TIMEOUT",
     "SERVICEBUS_CONNECTION",
+    "SERVICEBUS_TIMEOUT",
     "ContainerNames",
     "CosmosConnection",
     "ServiceBusConnection",
     "Settings",
+    "connection_string_parts",
     "load_settings",
 ]
 
@@ -40,6 +46,9 @@ INBOX_CONTAINER: Final = "RELAY_INBOX_CONTAINER"
 EVENT_SOURCE: Final = "RELAY_EVENT_SOURCE"
 DEFAULT_DESTINATION: Final = "RELAY_DEFAULT_DESTINATION"
 ROUTES: Final = "RELAY_ROUTES"
+#: Seconds one network call may take before it counts as unavailable (docs/decisions.md, 15).
+COSMOS_TIMEOUT: Final = "RELAY_COSMOS_TIMEOUT"
+SERVICEBUS_TIMEOUT: Final = "RELAY_SERVICEBUS_TIMEOUT"
 
 #: Settings with a default, and the default (which matches infra/topology.json).
 DEFAULTS: Final[Mapping[str, str]] = MappingProxyType(
@@ -66,6 +75,12 @@ APP_SETTINGS: Final = (
     f"{SERVICEBUS_CONNECTION}__clientId",
     *DEFAULTS,
 )
+
+#: Deadlines: optional tuning, not infrastructure (so not in DEFAULTS, which Bicep mirrors).
+TIMEOUT_DEFAULTS: Final[Mapping[str, float]] = MappingProxyType(
+    {COSMOS_TIMEOUT: 30.0, SERVICEBUS_TIMEOUT: 30.0}
+)
+_MAX_TIMEOUT = 600.0
 
 _MAX_ENTITY_NAME = 260
 
@@ -106,6 +121,13 @@ class Settings:
     event_source: str
     default_destination: str
     routes: Mapping[str, str] = field(default_factory=dict)
+    cosmos_timeout: float = TIMEOUT_DEFAULTS[COSMOS_TIMEOUT]
+    servicebus_timeout: float = TIMEOUT_DEFAULTS[SERVICEBUS_TIMEOUT]
+
+    @property
+    def destinations(self) -> list[str]:
+        """The default destination and every routed one, each once, in a stable order."""
+        return list(dict.fromkeys([self.default_destination, *self.routes.values()]))
 
 
 def _credential(
@@ -126,6 +148,7 @@ def _connection(
     *,
     address_key: str,
     string_marker: str,
+    string_problems: Callable[[str], list[str]],
     address_problem: Callable[[str], str | None],
     problems: list[str],
 ) -> tuple[str | None, str | None, Literal["managedidentity", "default"], str | None]:
@@ -137,6 +160,8 @@ def _connection(
     if conn:
         if string_marker not in conn:
             problems.append(f"{name} must be a connection string with {string_marker}")
+        else:
+            problems.extend(f"{name} {problem}" for problem in string_problems(conn))
         return conn, None, "default", None
     if address:
         problem = address_problem(address)
@@ -147,12 +172,71 @@ def _connection(
     return None, None, credential, client_id
 
 
+def connection_string_parts(conn: str) -> dict[str, str]:
+    """``Key=value;...`` as a dict with lower-cased keys (values keep their ``=`` padding)."""
+    parts: dict[str, str] = {}
+    for segment in conn.split(";"):
+        key, sep, value = segment.strip().partition("=")
+        if sep:
+            parts[key.strip().lower()] = value.strip()
+    return parts
+
+
+def _cosmos_string_problems(conn: str) -> list[str]:
+    parts = connection_string_parts(conn)
+    problems = []
+    if not parts.get("accountendpoint", "").startswith("https://"):
+        problems.append("AccountEndpoint must be an https:// URL")
+    key = parts.get("accountkey", "")
+    if not key:
+        problems.append("has no AccountKey: copy the whole connection string (Keys in the portal)")
+    else:
+        try:
+            b64decode(key, validate=True)
+        except (binascii.Error, ValueError):
+            problems.append(
+                "AccountKey is not a valid base64 key: copy it again (Keys in the portal)"
+            )
+    return problems
+
+
+def _servicebus_string_problems(conn: str) -> list[str]:
+    parts = connection_string_parts(conn)
+    if "sharedaccesssignature" in parts:
+        return []
+    missing = [k for k in ("SharedAccessKeyName", "SharedAccessKey") if not parts.get(k.lower())]
+    if missing:
+        return [
+            f"has no {' or '.join(missing)}: copy the whole connection string "
+            "(Shared access policies in the portal)"
+        ]
+    return []
+
+
+def _timeout(environ: Mapping[str, str], key: str, problems: list[str]) -> float:
+    raw = environ.get(key, "").strip()
+    default = TIMEOUT_DEFAULTS[key]
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= _MAX_TIMEOUT):
+        problems.append(
+            f"{key} must be seconds, more than 0 and at most {_MAX_TIMEOUT:g}, got {raw!r}"
+        )
+        return default
+    return value
+
+
 def _cosmos(environ: Mapping[str, str], problems: list[str]) -> CosmosConnection:
     conn, endpoint, credential, client_id = _connection(
         environ,
         COSMOS_CONNECTION,
         address_key="accountEndpoint",
         string_marker="AccountEndpoint=",
+        string_problems=_cosmos_string_problems,
         address_problem=lambda v: None if v.startswith("https://") else "must be an https:// URL",
         problems=problems,
     )
@@ -165,6 +249,7 @@ def _service_bus(environ: Mapping[str, str], problems: list[str]) -> ServiceBusC
         SERVICEBUS_CONNECTION,
         address_key="fullyQualifiedNamespace",
         string_marker="Endpoint=sb://",
+        string_problems=_servicebus_string_problems,
         address_problem=lambda v: (
             "must be a host name like '<ns>.servicebus.windows.net'" if "/" in v else None
         ),
@@ -212,6 +297,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         event_source=_name(environ, EVENT_SOURCE, problems),
         default_destination=_name(environ, DEFAULT_DESTINATION, problems),
         routes=MappingProxyType(_routes(environ, problems)),
+        cosmos_timeout=_timeout(environ, COSMOS_TIMEOUT, problems),
+        servicebus_timeout=_timeout(environ, SERVICEBUS_TIMEOUT, problems),
     )
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))

@@ -5,15 +5,20 @@ The Cosmos DB trigger checkpoints a batch even when the function raises, so ever
 carries a retry policy that retries forever with capped exponential backoff: a failed batch
 is redelivered, never skipped
 (https://learn.microsoft.com/azure/azure-functions/functions-bindings-error-pages#retries).
+A failing feed (a setting, a missing entity, a server that does not answer) logs one WARNING
+naming the feed and the cause when it starts failing and one INFO when it works again, not one
+per retry; the batch still raises every time, so the host retries it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import azure.functions as func
 
 from events import settings
+from events.availability import AvailabilityLog
 from events.catalog import FEEDS, FeedDefinition
 from events.runtime import Runtime, current
 
@@ -23,13 +28,24 @@ MAX_ITEMS_PER_INVOCATION = 100
 RETRY_MINIMUM_INTERVAL = "00:00:02"
 RETRY_MAXIMUM_INTERVAL = "00:05:00"
 
+logger = logging.getLogger(__name__)
+
 
 def _handler(
-    definition: FeedDefinition, runtime: Callable[[], Runtime]
+    definition: FeedDefinition,
+    runtime: Callable[[], Runtime],
+    availability: AvailabilityLog,
 ) -> Callable[[func.DocumentList], None]:
+    feed = f"feed {definition.function_name}"
+
     def relay(documents: func.DocumentList) -> None:
-        # Raising (transient error, or any bug) makes the host retry the same batch.
-        runtime().relay(definition.function_name).process([doc.to_dict() for doc in documents])
+        try:
+            runtime().relay(definition.function_name).process([doc.to_dict() for doc in documents])
+        except Exception as exc:
+            availability.down(feed, f"{type(exc).__name__}: {exc}; the batch is retried")
+            # Raising (settings, transient error, or any bug) makes the host retry the batch.
+            raise
+        availability.up(feed)
 
     relay.__name__ = definition.function_name
     relay.__qualname__ = definition.function_name
@@ -39,8 +55,9 @@ def _handler(
 def blueprint(runtime: Callable[[], Runtime] = current) -> func.Blueprint:
     """The triggers of every feed in the catalog, bound to setting names, not values."""
     bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the library leaves it untyped
+    availability = AvailabilityLog(logger)
     for definition in FEEDS:
-        handler = _handler(definition, runtime)
+        handler = _handler(definition, runtime, availability)
         bp.function_name(definition.function_name)(
             bp.retry(
                 strategy="exponential_backoff",

@@ -1,3 +1,3 @@
 """Shared fixtures: the local dev-stack servers are started once per test session."""
 
-pytest_plugins = ["tests.fixtures.cosmos", "tests.fixtures.servicebus"]
+pytest_plugins = ["tests.fixtures.cosmos", "tests.fixtures.servicebus", "tests.fixtures.blackhole"]

@@ -27,7 +27,7 @@ from azure.cosmos.exceptions import (
 from events.changefeed.feed import FeedRange, Page, Position
 from events.changefeed.leases import Lease
 from events.errors import LeaseLostError, StoreUnavailableError
-from events.stores import translate_cosmos_errors
+from events.stores import location_of, translate_cosmos_errors
 
 __all__ = ["CosmosChangeFeed", "CosmosLeaseStore"]
 
@@ -56,6 +56,7 @@ class CosmosChangeFeed:
 
     def __init__(self, container: ContainerProxy) -> None:
         self._container = container
+        self._where = location_of(container)
         self._lock = threading.Lock()
         #: Per feed range: (continuation the iterator stopped at, its pages, its header capture).
         self._resumable: dict[FeedRange, tuple[str, Iterator[Any], _HeaderCapture]] = {}
@@ -65,7 +66,7 @@ class CosmosChangeFeed:
         return self._container
 
     def feed_ranges(self) -> list[FeedRange]:
-        with translate_cosmos_errors("read feed ranges"):
+        with translate_cosmos_errors("read feed ranges", where=self._where):
             raw = list(self._container.read_feed_ranges())
         return [FeedRange.from_json(item["Range"]) for item in raw]
 
@@ -76,14 +77,16 @@ class CosmosChangeFeed:
             _, pages, capture = kept
         else:
             pages, capture = self._pages(feed_range, position, max_items)
-        with translate_cosmos_errors("read change feed"):
+        with translate_cosmos_errors("read change feed", where=self._where):
             try:
                 items = [dict(item) for item in next(pages)]
             except StopIteration:
                 items = []
         token = capture.headers.get("etag") if capture.headers is not None else None
         if not isinstance(token, str) or not token:
-            raise StoreUnavailableError("the change feed answered without a continuation")
+            raise StoreUnavailableError(
+                f"{self._where}: the change feed answered without a continuation"
+            )
         if items:  # after an empty page the SDK's iterator is finished: start anew next time
             with self._lock:
                 self._resumable[feed_range] = (token, pages, capture)
@@ -101,7 +104,7 @@ class CosmosChangeFeed:
             kwargs.update(feed_range=_sdk_range(feed_range), start_time=start)
         else:
             kwargs["continuation"] = position
-        with translate_cosmos_errors("read change feed"):
+        with translate_cosmos_errors("read change feed", where=self._where):
             return self._container.query_items_change_feed(**kwargs).by_page(), capture
 
 
@@ -121,9 +124,10 @@ class CosmosLeaseStore:
 
     def __init__(self, container: ContainerProxy) -> None:
         self._container = container
+        self._where = location_of(container)
 
     def list(self, prefix: str) -> list[Lease]:
-        with translate_cosmos_errors("list leases"):
+        with translate_cosmos_errors("list leases", where=self._where):
             documents = list(
                 self._container.query_items(
                     "SELECT * FROM c WHERE STARTSWITH(c.id, @prefix)",
@@ -135,7 +139,7 @@ class CosmosLeaseStore:
 
     def get(self, lease_id: str) -> Lease | None:
         try:
-            with translate_cosmos_errors("read lease"):
+            with translate_cosmos_errors("read lease", where=self._where):
                 document = self._container.read_item(lease_id, partition_key=lease_id)
         except CosmosResourceNotFoundError:
             return None
@@ -143,7 +147,7 @@ class CosmosLeaseStore:
 
     def create(self, lease: Lease) -> Lease:
         try:
-            with translate_cosmos_errors("create lease"):
+            with translate_cosmos_errors("create lease", where=self._where):
                 document = self._container.create_item(lease.to_document())
         except CosmosResourceExistsError as exc:
             raise LeaseLostError(f"lease {lease.id} already exists") from exc
@@ -153,7 +157,7 @@ class CosmosLeaseStore:
         if lease.etag is None:
             raise LeaseLostError(f"lease {lease.id} has no etag: read it first")
         try:
-            with translate_cosmos_errors("write lease"):
+            with translate_cosmos_errors("write lease", where=self._where):
                 document = self._container.replace_item(
                     lease.id,
                     lease.to_document(),
@@ -170,7 +174,7 @@ class CosmosLeaseStore:
 
     def delete(self, lease: Lease) -> None:
         try:
-            with translate_cosmos_errors("delete lease"):
+            with translate_cosmos_errors("delete lease", where=self._where):
                 self._container.delete_item(lease.id, partition_key=lease.id)
         except CosmosResourceNotFoundError:
             return

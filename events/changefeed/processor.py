@@ -28,8 +28,17 @@ Guarantees:
   between handler retries.
 - ``start_from`` applies only when a lease is created; an existing lease resumes from its
   checkpoint (or the start recorded when it was created).
+- A handler still running ``handler_timeout`` seconds after it was called (stuck: a call
+  without a deadline, a deadlock) stops the renewal of its lease, with one WARNING naming the
+  lease: the lease expires ``lease_duration`` after its last renewal and another instance
+  takes it over from the last checkpoint. Threads cannot be killed; when the stuck call
+  returns, its checkpoint write finds the lease taken (412) and the page is dropped
+  (at-least-once). ``handler_timeout`` must exceed the longest healthy handler call; the
+  relay bounds each network call (docs/decisions.md, 15).
 - Stop (``stop_event``): the current page is finished (or, while retrying, abandoned without
   a checkpoint), then every lease is released with its last checkpoint.
+- Logs name the processor and lease in the message text; a failing read, renewal, checkpoint
+  or handler logs one WARNING when it starts failing and one INFO when it works again.
 
 Pages of one lease are handled in order, one at a time; several owned leases are read in
 turn by the same thread.
@@ -49,6 +58,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from events.availability import AvailabilityLog
 from events.changefeed.feed import (
     ChangeFeed,
     FeedRange,
@@ -73,6 +83,8 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[list[dict[str, Any]]], object]
 
 _RENEWER_JOIN_TIMEOUT: Final = 10.0
+#: Default seconds a handler call may run before its lease is no longer renewed.
+DEFAULT_HANDLER_TIMEOUT: Final = 45.0
 _T = TypeVar("_T")
 
 
@@ -104,6 +116,8 @@ class _Owned:
     pending: Future[Lease] | None = None
     #: (position, the read of the page after it), started before that position was handled.
     ahead: tuple[Position, Future[Page]] | None = None
+    #: When the handler call in progress for this lease started (None: no call running).
+    handling_since: datetime | None = None
 
     @property
     def continuation(self) -> str | None:
@@ -150,6 +164,7 @@ class ChangeFeedProcessor:
         renew_interval: float = 17.0,
         acquire_interval: float = 13.0,
         checkpoint_interval: float = 0.0,
+        handler_timeout: float = DEFAULT_HANDLER_TIMEOUT,
         backoff: Backoff | None = None,
         clock: Callable[[], datetime] | None = None,
         sleep: Callable[[float], object] | None = None,
@@ -159,6 +174,8 @@ class ChangeFeedProcessor:
             raise ValueError("max_items must be at least 1")
         if renew_interval >= lease_duration:
             raise ValueError("renew_interval must be shorter than lease_duration")
+        if not handler_timeout > 0:
+            raise ValueError("handler_timeout must be greater than 0")
         self.name = name
         self.instance_id = instance_id or default_instance_id()
         self._feed = as_change_feed(container)
@@ -169,6 +186,8 @@ class ChangeFeedProcessor:
         self._renew_interval = timedelta(seconds=renew_interval)
         self._acquire_interval = timedelta(seconds=acquire_interval)
         self._checkpoint_interval = timedelta(seconds=checkpoint_interval)
+        self._handler_timeout = timedelta(seconds=handler_timeout)
+        self._availability = AvailabilityLog(logger)
         self._backoff = backoff or Backoff()
         self._clock = clock or (lambda: datetime.now(UTC))
         self._sleep = sleep
@@ -216,18 +235,24 @@ class ChangeFeedProcessor:
             daemon=True,
         )
         renewer.start()
-        logger.info("change feed processor started processor=%s", self.name)
+        logger.info(
+            "change feed processor started processor=%s instance=%s", self.name, self.instance_id
+        )
         try:
             while not stop_event.is_set():
                 try:
                     # Checkpoint writes stay in flight across steps: each overlaps the next read.
                     handled = self._step()
-                except Exception:
+                except Exception as exc:
                     # A dead processor thread would stall its feed silently: log, wait, go on.
                     # Nothing is skipped: the checkpoint only moves after a handled page.
-                    logger.exception("change feed step failed processor=%s", self.name)
+                    if self._availability.down(
+                        f"change feed processor={self.name}", f"step failed: {exc!r}"
+                    ):
+                        logger.debug("step failure processor=%s", self.name, exc_info=True)
                     stop_event.wait(self._poll_interval)
                     continue
+                self._availability.up(f"change feed processor={self.name}")
                 if handled == 0:
                     stop_event.wait(self._poll_interval)
         finally:
@@ -255,11 +280,18 @@ class ChangeFeedProcessor:
                         self._leases.release(owned.lease, owned.continuation)
                 except TransientError as exc:
                     logger.warning(
-                        "lease release failed processor=%s error=%s", self.name, type(exc).__name__
+                        "lease release failed processor=%s lease=%s error=%s",
+                        self.name,
+                        owned.lease.id,
+                        exc,
+                        extra={"lease_id": owned.lease.id},
                     )
             self._drop(owned.lease.id)
             logger.info(
-                "lease released processor=%s", self.name, extra={"lease_id": owned.lease.id}
+                "lease released processor=%s lease=%s",
+                self.name,
+                owned.lease.id,
+                extra={"lease_id": owned.lease.id},
             )
 
     # -- internals ---------------------------------------------------------------------------
@@ -292,7 +324,9 @@ class ChangeFeedProcessor:
             return False
         except TransientError as exc:
             # The position is kept in memory and written by the next checkpoint or renewal.
-            logger.warning("checkpoint failed processor=%s error=%s", self.name, exc)
+            self._availability.down(self._key("checkpoint", owned), str(exc))
+        else:
+            self._availability.up(self._key("checkpoint", owned))
         return True
 
     def _settle_all(self) -> None:
@@ -313,15 +347,17 @@ class ChangeFeedProcessor:
             self._leases.ensure(self._feed.feed_ranges(), self._start_from, self._current)
             acquired = self._leases.balance(held=self.owned_leases)
         except TransientError as exc:
-            logger.warning("lease balancing failed processor=%s error=%s", self.name, exc)
+            self._availability.down(f"lease balancing processor={self.name}", str(exc))
             return
+        self._availability.up(f"lease balancing processor={self.name}")
         with self._owned_lock:
             for lease in acquired:
                 self._owned[lease.id] = _Owned(lease=lease, position=lease.position)
         for lease in acquired:
             logger.info(
-                "lease acquired processor=%s instance=%s",
+                "lease acquired processor=%s lease=%s instance=%s",
                 self.name,
+                lease.id,
                 self.instance_id,
                 extra={"lease_id": lease.id},
             )
@@ -344,20 +380,48 @@ class ChangeFeedProcessor:
                 return  # the checkpoint being written renews the lease; don't wait for it
             if not self._settle(owned):
                 return
-            if self._clock() - owned.lease.timestamp < self._renew_interval:
+            now = self._clock()
+            if now - owned.lease.timestamp < self._renew_interval:
+                return
+            if self._is_stuck(owned, now):
                 return
             try:
                 owned.lease = self._leases.renew(owned.lease, owned.continuation)
             except LeaseLostError:
                 self._lost(owned)
             except TransientError as exc:
-                logger.warning("lease renewal failed processor=%s error=%s", self.name, exc)
+                self._availability.down(self._key("lease renewal", owned), str(exc))
+            else:
+                self._availability.up(self._key("lease renewal", owned))
+
+    def _is_stuck(self, owned: _Owned, now: datetime) -> bool:
+        """True (with one WARNING) while the handler call of ``owned`` has run for longer than
+        ``handler_timeout``: its lease is then left to expire so that another instance takes
+        the feed range over."""
+        since = owned.handling_since
+        if since is None or now - since < self._handler_timeout:
+            return False
+        if owned.lease.expires_at is not None:
+            expiry = f"expires at {owned.lease.expires_at.isoformat()}"
+        else:
+            expiry = "is not renewed"
+        self._availability.down(
+            self._key("handler", owned),
+            f"handler call running for {(now - since).total_seconds():.0f} s (more than "
+            f"handler_timeout={self._handler_timeout.total_seconds():g} s): no longer renewing "
+            f"the lease, it {expiry} and another instance can take it over",
+        )
+        return True
+
+    def _key(self, what: str, owned: _Owned) -> str:
+        return f"{what} processor={self.name} lease={owned.lease.id}"
 
     def _lost(self, owned: _Owned) -> None:
         self._drop(owned.lease.id)
         logger.info(
-            "lease lost processor=%s instance=%s",
+            "lease lost processor=%s lease=%s instance=%s",
             self.name,
+            owned.lease.id,
             self.instance_id,
             extra={"lease_id": owned.lease.id},
         )
@@ -395,15 +459,19 @@ class ChangeFeedProcessor:
                 )
         self.batches_handled += 1
         self.documents_handled += len(page.items)
+        first_lsn, last_lsn = page.items[0].get("_lsn"), page.items[-1].get("_lsn")
         logger.info(
-            "change feed batch processor=%s documents=%d attempts=%d",
+            "change feed batch processor=%s lease=%s documents=%d attempts=%d lsn=%s..%s",
             self.name,
+            owned.lease.id,
             len(page.items),
             attempts,
+            first_lsn,
+            last_lsn,
             extra={
                 "lease_id": owned.lease.id,
-                "first_lsn": page.items[0].get("_lsn"),
-                "last_lsn": page.items[-1].get("_lsn"),
+                "first_lsn": first_lsn,
+                "last_lsn": last_lsn,
             },
         )
         return len(page.items)
@@ -415,31 +483,38 @@ class ChangeFeedProcessor:
         if ahead is not None and ahead[0] == owned.position:
             with contextlib.suppress(Exception):  # read again below, where failures are logged
                 return ahead[1].result()
+        key = self._key("change feed read", owned)
         try:
-            return self._feed.read_page(owned.lease.feed_range, owned.position, self._max_items)
+            page = self._feed.read_page(owned.lease.feed_range, owned.position, self._max_items)
         except Exception as exc:  # noqa: BLE001 - a failed read is retried on the next step
-            log = logger.warning if is_transient(exc) else logger.error
-            log(
-                "change feed read failed processor=%s error=%s",
-                self.name,
-                type(exc).__name__,
-                extra={"lease_id": owned.lease.id},
-            )
+            level = logging.WARNING if is_transient(exc) else logging.ERROR
+            self._availability.down(key, f"{type(exc).__name__}: {exc}", level=level)
             return None
+        self._availability.up(key)
+        return page
 
     def _deliver(self, owned: _Owned, items: list[dict[str, Any]]) -> int:
         """Hand ``items`` to the handler until it returns; the number of attempts, or 0 when
         the page was abandoned (stop requested or lease lost while retrying)."""
         attempt = 0
+        key = self._key("handler", owned)
         while True:
             attempt += 1
+            owned.handling_since = self._clock()
             try:
                 self._handler(items)
             except Exception as exc:  # noqa: BLE001 - every failure is retried: nothing is lost
+                owned.handling_since = None
                 delay = self._backoff.delay(attempt)
-                logger.warning(
-                    "handler failed processor=%s attempt=%d transient=%s error=%s retry_in=%.1fs",
+                # One WARNING when the handler starts failing, not one per retry.
+                self._availability.down(
+                    key, f"failed, retrying with backoff: {type(exc).__name__}: {exc}"
+                )
+                logger.debug(
+                    "handler failed processor=%s lease=%s attempt=%d transient=%s error=%s "
+                    "retry_in=%.1fs",
                     self.name,
+                    owned.lease.id,
                     attempt,
                     is_transient(exc),
                     type(exc).__name__,
@@ -455,6 +530,8 @@ class ChangeFeedProcessor:
                 if not self._is_owned(owned):
                     return 0
             else:
+                owned.handling_since = None
+                self._availability.up(key)
                 return attempt
 
     def _wait(self, seconds: float) -> None:

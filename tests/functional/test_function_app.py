@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import azure.functions as func
@@ -10,9 +11,10 @@ import pytest
 
 from events import settings
 from events.catalog import FEEDS
-from events.errors import PublishUnavailableError
+from events.errors import PublishUnavailableError, SettingsError
 from events.publisher import InMemoryPublisher
 from events.quarantine import InMemoryQuarantine
+from events.runtime import Runtime
 from events.topology import iso_duration_seconds, load_topology
 from events.triggers import blueprint
 from tests import factories
@@ -139,3 +141,51 @@ def test_app_function_quarantines_invalid_documents_and_returns_normally() -> No
     relay_eventstore(func.DocumentList([func.Document.from_dict(broken)]))
 
     assert [r.reason.value for r in quarantine.records.values()] == ["invalid-document"]
+
+
+def test_app_function_failing_retries_log_one_warning_and_one_recovery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    publisher = InMemoryPublisher(["integration-events", "payments"])
+    publisher.fail_on_send(1, 2, 3)
+    app, _ = _app_with(publisher)
+    relay_orders = _functions(app)["relay_orders"].get_user_function()
+    documents = func.DocumentList([func.Document.from_dict(factories.placed("o-1", "e-1"))])
+    caplog.set_level(logging.INFO, logger="events.triggers")
+
+    for _ in range(3):
+        with pytest.raises(PublishUnavailableError):
+            relay_orders(documents)
+    relay_orders(documents)
+
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "events.triggers"]
+    assert [level for level, _ in lines] == [logging.WARNING, logging.INFO]
+    assert "feed relay_orders" in lines[0][1]
+    assert "PublishUnavailableError" in lines[0][1]
+    assert "feed relay_orders available again" in lines[1][1]
+
+
+def test_app_function_bad_settings_raise_every_retry_and_warn_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken_runtime() -> Runtime:
+        return Runtime.from_environment({"RELAY_COSMOS": "AccountEndpoint=https://h/;"})
+
+    app = func.FunctionApp()
+    app.register_functions(blueprint(broken_runtime))
+    relay_orders = _functions(app)["relay_orders"].get_user_function()
+    documents = func.DocumentList([func.Document.from_dict(factories.placed("o-1", "e-1"))])
+    caplog.set_level(logging.INFO, logger="events.triggers")
+
+    for _ in range(3):
+        with pytest.raises(SettingsError):
+            relay_orders(documents)
+
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name == "events.triggers"
+    ]
+    assert len(warnings) == 1
+    assert "RELAY_COSMOS" in warnings[0]
+    assert "RELAY_SERVICEBUS" in warnings[0]

@@ -62,6 +62,14 @@ def test_settings_missing_connections_name_both_settings_in_one_error() -> None:
         ("RELAY_ROUTES", '["payments"]', "RELAY_ROUTES must be a JSON object"),
         ("RELAY_COSMOS__credential", "password", "RELAY_COSMOS__credential"),
         ("RELAY_LEASES_CONTAINER", "bad?name", "RELAY_LEASES_CONTAINER"),
+        ("RELAY_COSMOS", "AccountEndpoint=https://h:8081/;AccountKey=not*base64;", "AccountKey"),
+        ("RELAY_COSMOS", "AccountEndpoint=https://h:8081/;", "RELAY_COSMOS has no AccountKey"),
+        ("RELAY_COSMOS", "AccountEndpoint=http://h:8081/;AccountKey=a2V5;", "https://"),
+        ("RELAY_SERVICEBUS", "Endpoint=sb://h;SharedAccessKeyName=k;", "SharedAccessKey"),
+        ("RELAY_COSMOS_TIMEOUT", "nan", "RELAY_COSMOS_TIMEOUT"),
+        ("RELAY_COSMOS_TIMEOUT", "0", "RELAY_COSMOS_TIMEOUT"),
+        ("RELAY_SERVICEBUS_TIMEOUT", "inf", "RELAY_SERVICEBUS_TIMEOUT"),
+        ("RELAY_SERVICEBUS_TIMEOUT", "soon", "RELAY_SERVICEBUS_TIMEOUT"),
     ],
 )
 def test_settings_bad_value_is_refused_naming_the_setting(
@@ -69,6 +77,22 @@ def test_settings_bad_value_is_refused_naming_the_setting(
 ) -> None:
     with pytest.raises(SettingsError, match=expected):
         load_settings({**LOCAL, name: value})
+
+
+def test_settings_timeouts_default_and_override_read_as_seconds() -> None:
+    default = load_settings(LOCAL)
+    tuned = load_settings({**LOCAL, "RELAY_COSMOS_TIMEOUT": "5", "RELAY_SERVICEBUS_TIMEOUT": "2.5"})
+
+    assert (default.cosmos_timeout, default.servicebus_timeout) == (30.0, 30.0)
+    assert (tuned.cosmos_timeout, tuned.servicebus_timeout) == (5.0, 2.5)
+
+
+def test_settings_destinations_default_and_routes_each_once() -> None:
+    settings = load_settings(
+        {**LOCAL, "RELAY_ROUTES": json.dumps({"A": "payments", "B": "integration-events"})}
+    )
+
+    assert settings.destinations == ["integration-events", "payments"]
 
 
 def test_settings_namespace_given_as_url_is_refused() -> None:

@@ -52,6 +52,14 @@ def test_parse_args_checkpoint_interval_and_page_size_parsed() -> None:
             ["--lease-duration", "10", "--renew-interval", "10"],
             "--renew-interval must be shorter than --lease-duration",
         ),
+        (["--log-level", "LOUD"], "--log-level: must be one of CRITICAL, ERROR, WARNING"),
+        (["--duration", "-5"], "--duration: must be greater than 0, not -5"),
+        (["--duration", "nan"], "--duration: must be a finite number, not nan"),
+        (["--duration", "inf"], "--duration: must be a finite number, not inf"),
+        (["--lease-duration", "1e300"], "--lease-duration: must be at most 1000000"),
+        (["--handler-timeout", "0"], "--handler-timeout: must be greater than 0"),
+        (["--shutdown-timeout=-inf"], "--shutdown-timeout: must be a finite number"),
+        (["--max-items", "2.5"], "--max-items: not a number: '2.5'"),
     ],
 )
 def test_parse_args_bad_value_exits_2_with_message(
@@ -62,3 +70,14 @@ def test_parse_args_bad_value_exits_2_with_message(
 
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_parse_args_log_level_any_case_and_deadline_options_parsed() -> None:
+    args = parse_args(
+        ["--log-level", "debug", "--handler-timeout", "20", "--shutdown-timeout", "5"]
+    )
+    default = parse_args([])
+
+    assert (args.log_level, args.handler_timeout, args.shutdown_timeout) == ("DEBUG", 20.0, 5.0)
+    assert (default.handler_timeout, default.shutdown_timeout) == (45.0, 25.0)
+    assert default.handler_timeout < default.lease_duration

@@ -1,0 +1,139 @@
+"""A handler that never returns: its processor stops renewing the lease after
+``handler_timeout`` and another instance takes the feed range over (in-memory feed and lease
+store, injected clock; real threads, every wait bounded)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from events.changefeed import ChangeFeedProcessor, InMemoryChangeFeed, InMemoryLeaseStore
+from events.changefeed.leases import Lease
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+LEASE_ID = "p.00-FF"
+BOUND = 30.0  # seconds any wait in this test may take at most
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += timedelta(seconds=seconds)
+
+
+def _until(condition: Callable[[], bool]) -> bool:
+    """Poll ``condition`` for at most BOUND seconds (a bound, not a timing assertion)."""
+    give_up = time.monotonic() + BOUND
+    while time.monotonic() < give_up:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def _processor(
+    feed: InMemoryChangeFeed,
+    store: InMemoryLeaseStore,
+    handler: Callable[[list[dict[str, Any]]], object],
+    clock: Clock,
+    instance_id: str,
+) -> ChangeFeedProcessor:
+    return ChangeFeedProcessor(
+        feed,
+        store,
+        handler,
+        name="p.",
+        instance_id=instance_id,
+        poll_interval=0.01,
+        lease_duration=10.0,
+        renew_interval=0.5,  # the renewer thread wakes every 0.25 s of real time
+        acquire_interval=1.0,
+        handler_timeout=5.0,
+        clock=clock,
+    )
+
+
+def _lease(store: InMemoryLeaseStore) -> Lease:
+    lease = store.get(LEASE_ID)
+    assert lease is not None
+    return lease
+
+
+def test_processor_stuck_handler_stops_renewing_and_second_instance_takes_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    feed.write({"id": "d1", "pk": "d1"}, partition_key="d1")
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(documents: list[dict[str, Any]]) -> None:
+        entered.set()
+        release.wait(BOUND)
+
+    taken_over: list[str] = []
+    first = _processor(feed, store, stuck, clock, "a")
+    second = _processor(
+        feed, store, lambda docs: taken_over.extend(d["id"] for d in docs), clock, "b"
+    )
+    caplog.set_level(logging.INFO, logger="events.changefeed.processor")
+    stop = threading.Event()
+    runner = threading.Thread(target=first.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        assert entered.wait(BOUND), "the handler was never called"
+
+        # Within handler_timeout the lease is still renewed.
+        clock.advance(1)
+        assert _until(lambda: _lease(store).expires_at == T0 + timedelta(seconds=11))
+
+        # Past handler_timeout: no renewal, one WARNING naming the lease.
+        clock.advance(5)
+        assert _until(
+            lambda: any(
+                r.levelno == logging.WARNING and LEASE_ID in r.getMessage() for r in caplog.records
+            )
+        )
+        clock.advance(1)
+        assert not _until_renewed_beyond(store, T0 + timedelta(seconds=11))
+
+        # Expired: the second instance acquires the lease and handles the page.
+        clock.advance(5)
+        second.run_once()
+        assert taken_over == ["d1"]
+        assert _lease(store).owner == "b"
+    finally:
+        release.set()
+        stop.set()
+        runner.join(BOUND)
+    assert not runner.is_alive()
+    # The stuck instance's late checkpoint lost against the new owner: it holds nothing.
+    assert first.owned_leases == []
+    assert _lease(store).owner in ("b", None)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "handler_timeout" in w]) == 1
+
+
+def _until_renewed_beyond(store: InMemoryLeaseStore, expiry: datetime) -> bool:
+    """True if the lease gets renewed past ``expiry`` within a short real-time window (four
+    renewer periods): the stuck instance must not renew."""
+    give_up = time.monotonic() + 1.0
+    while time.monotonic() < give_up:
+        current = _lease(store).expires_at
+        if current is not None and current > expiry:
+            return True
+        time.sleep(0.01)
+    return False
