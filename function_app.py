@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from events.triggers import blueprint
+from events.hosts.functions import blueprint
 
 app = func.FunctionApp()
 app.register_functions(blueprint())

@@ -36,12 +36,12 @@ from azure.servicebus.exceptions import MessageSizeExceededError
 from devstack.cosmos import quiet_loopback_tls_warnings
 from devstack.demo import Consumer, Ledger, Relay, Writer, local_stack, relay_environment
 from devstack.servicebus import LocalServiceBus
-from events import settings
-from events.envelope import IntegrationEvent
-from events.messages import OutgoingMessage, Router, to_message
-from events.servicebus import to_sdk_message
-from events.stores import CosmosInbox
-from events.topology import load_topology
+from events.deployment import settings
+from events.core.envelope import IntegrationEvent
+from events.core.messages import OutgoingMessage, Router, to_message
+from events.adapters.servicebus import to_sdk_message
+from events.adapters.cosmos.stores import CosmosInbox
+from events.deployment.topology import load_topology
 
 _DRAIN_SECONDS = 90.0
 _ENVELOPE_ROOM = 1024

@@ -1,7 +1,7 @@
 """AMQP transfers per published message: ServiceBusPublisher vs. the fewest possible.
 
 N integration-event messages are built with the real mapping (outbox, CDC and event-store
-documents as the change feed delivers them -> ``events.sources`` -> ``events.messages``), most
+documents as the change feed delivers them -> ``events.core.sources`` -> ``events.core.messages``), most
 of them small and a few of 60-120 kB so that batches split, and published in order with
 ``ServiceBusPublisher`` to the local broker. The broker counts the transfers (one per send).
 
@@ -41,19 +41,19 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessageBatch, ServiceBu
 from azure.servicebus._pyamqp._encode import encode_payload
 
 from devstack.servicebus import LocalServiceBus
-from events import settings
-from events.catalog import FEEDS
-from events.contracts import (
+from events.deployment import settings
+from events.deployment.catalog import FEEDS
+from events.deployment.contracts import (
     OrderPlacedV1,
     OrderShippedV1,
     default_registry,
 )
-from events.documents import partition_key_value
+from events.core.documents import partition_key_value
 from events.errors import PublishUnavailableError
-from events.messages import OutgoingMessage, Router, to_message
-from events.publisher import group_by_destination
-from events.servicebus import BATCH_HEADROOM, ServiceBusPublisher, pack, to_sdk_message
-from events.sources import SourceContext, outbox_document, stream_event_document
+from events.core.messages import OutgoingMessage, Router, to_message
+from events.core.publisher import group_by_destination
+from events.adapters.servicebus import BATCH_HEADROOM, ServiceBusPublisher, pack, to_sdk_message
+from events.core.sources import SourceContext, outbox_document, stream_event_document
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 _LARGE_BYTES = (60_000, 120_000)

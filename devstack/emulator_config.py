@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from events.topology import (
+from events.deployment.topology import (
     CorrelationFilter,
     QueueSpec,
     RuleSpec,

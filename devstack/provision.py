@@ -21,7 +21,7 @@ from typing import Final
 from azure.cosmos import CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from events.topology import ContainerSpec, Topology, load_topology
+from events.deployment.topology import ContainerSpec, Topology, load_topology
 
 __all__ = ["EMULATOR_CONNECTION_STRING", "ProvisionError", "main", "provision_cosmos"]
 

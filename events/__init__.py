@@ -1,13 +1,21 @@
 """Cosmos DB change feed -> CloudEvents integration events -> Azure Service Bus.
 
-The public API is small: what an application needs to write events (the outbox writer, the
-event store) and to consume them (the idempotent consumer), the relay and its ports for hosts,
-and the error tree. Everything else is internal and may change.
+The public API is small: what an application calls to write events (``OutboxWriter``,
+``EventStore``) and to consume them (``IdempotentConsumer`` with an ``Inbox``: ``CosmosInbox``
+or ``InMemoryInbox``), what a contract is (``EventPayload``), the event itself, and the error
+tree. The SDK-backed names load their adapter (and the Azure SDK) on first use, so importing
+``events`` stays cheap and SDK-free. Everything else is internal and may change.
 """
 
-from events.consumer import IdempotentConsumer, InMemoryInbox
-from events.contracts import ContractRegistry, EventPayload, default_registry
-from events.envelope import IntegrationEvent
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from events.core.consumer import IdempotentConsumer, Inbox, InMemoryInbox
+from events.core.contracts import ContractRegistry, EventPayload
+from events.core.envelope import IntegrationEvent
+from events.core.messages import event_from_message
 from events.errors import (
     ConcurrencyConflictError,
     EventTooLargeError,
@@ -15,6 +23,7 @@ from events.errors import (
     MappingError,
     OutboxConflictError,
     OutboxError,
+    OutboxPreconditionFailedError,
     OutboxTooLargeError,
     OutboxTooManyOperationsError,
     PartitionKeyMismatchError,
@@ -26,52 +35,62 @@ from events.errors import (
     TransientError,
     is_transient,
 )
-from events.messages import OutgoingMessage, Router, event_from_message, to_message
-from events.publisher import InMemoryPublisher, Publisher
-from events.quarantine import InMemoryQuarantine, QuarantineReason, QuarantineRecord
-from events.relay import BatchOutcome, Feed, Relay
-from events.settings import Settings, load_settings
-from events.sources import CdcRule, CdcSource, EventStoreSource, OutboxSource
+
+if TYPE_CHECKING:
+    from events.adapters.cosmos.eventstore import EventStore, NewEvent
+    from events.adapters.cosmos.outbox import OutboxEvent, OutboxWriter
+    from events.adapters.cosmos.stores import CosmosInbox
 
 __all__ = [
-    "BatchOutcome",
-    "CdcRule",
-    "CdcSource",
     "ConcurrencyConflictError",
     "ContractRegistry",
+    "CosmosInbox",
     "EventPayload",
-    "EventStoreSource",
+    "EventStore",
     "EventTooLargeError",
-    "Feed",
     "IdempotentConsumer",
     "InMemoryInbox",
-    "InMemoryPublisher",
-    "InMemoryQuarantine",
+    "Inbox",
     "IntegrationEvent",
     "InvalidDocumentError",
     "MappingError",
+    "NewEvent",
     "OutboxConflictError",
     "OutboxError",
-    "OutboxSource",
+    "OutboxEvent",
+    "OutboxPreconditionFailedError",
     "OutboxTooLargeError",
     "OutboxTooManyOperationsError",
-    "OutgoingMessage",
+    "OutboxWriter",
     "PartitionKeyMismatchError",
     "PermanentError",
     "PublishUnavailableError",
-    "Publisher",
-    "QuarantineReason",
-    "QuarantineRecord",
-    "Relay",
     "RelayError",
-    "Router",
-    "Settings",
     "SettingsError",
     "StoreUnavailableError",
     "TransientError",
-    "default_registry",
     "event_from_message",
     "is_transient",
-    "load_settings",
-    "to_message",
 ]
+
+#: Public names whose module imports the Azure SDK: loaded on first use.
+_LAZY = {
+    "CosmosInbox": "events.adapters.cosmos.stores",
+    "EventStore": "events.adapters.cosmos.eventstore",
+    "NewEvent": "events.adapters.cosmos.eventstore",
+    "OutboxEvent": "events.adapters.cosmos.outbox",
+    "OutboxWriter": "events.adapters.cosmos.outbox",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'events' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

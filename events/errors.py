@@ -3,15 +3,15 @@
     RelayError
     ├── TransientError          retry later: the batch is redelivered, the checkpoint stays
     │   ├── PublishUnavailableError     Service Bus unreachable, busy, timed out or refusing
-    │   ├── StoreUnavailableError       Cosmos DB throttled (429) or unavailable (503, 408, ...)
-    │   └── LeaseLostError              another instance owns the lease now
+    │   └── StoreUnavailableError       Cosmos DB throttled (429) or unavailable (503, 408, ...)
     └── PermanentError          retrying cannot help: quarantine the document or fix the input
         ├── SettingsError               a missing or bad setting or topology file
         ├── MappingError                a document that cannot become an event
         │   └── InvalidDocumentError    the document misses or has bad required fields
         ├── EventTooLargeError          an event bigger than the entity accepts
         ├── OutboxError                 the application-side outbox writer refused or failed
-        │   ├── OutboxConflictError         an entity or event with that id already exists
+        │   ├── OutboxConflictError         an entity or event with that id already exists (409)
+        │   ├── OutboxPreconditionFailedError  the entity changed since it was read (412)
         │   ├── OutboxTooManyOperationsError more than 100 operations in one batch
         │   ├── OutboxTooLargeError         the batch is over 2 MB
         │   └── PartitionKeyMismatchError   an event in another partition than its entity
@@ -19,18 +19,27 @@
 
 ``is_transient`` is the one question hosts ask: transient errors make the host retry the whole
 batch; permanent ones are handled inside the batch (quarantine) or reported to the caller.
+
+Every error carries data besides its message, for callers and structured logs: the ``status``
+a service answered, the ``resource`` (endpoint, entity, container) and the ``setting`` or file
+at fault, the ``ids`` involved (document, event, lease, stream), and a ``size`` over its
+``limit``. SDK errors are translated into this tree in one table per SDK
+(``events.adapters.cosmos.errors``, ``events.adapters.servicebus``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
 
 __all__ = [
     "ConcurrencyConflictError",
     "EventTooLargeError",
     "InvalidDocumentError",
-    "LeaseLostError",
     "MappingError",
     "OutboxConflictError",
     "OutboxError",
+    "OutboxPreconditionFailedError",
     "OutboxTooLargeError",
     "OutboxTooManyOperationsError",
     "PartitionKeyMismatchError",
@@ -49,6 +58,26 @@ class RelayError(Exception):
 
     transient: bool = False
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        resource: str | None = None,
+        setting: str | None = None,
+        ids: Mapping[str, str] | None = None,
+        size: int | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.resource = resource
+        self.setting = setting
+        self.ids: Mapping[str, str] = MappingProxyType(dict(ids or {}))
+        self.size = size
+        self.limit = limit
+
 
 class TransientError(RelayError):
     """The same operation may succeed later; never quarantine because of it."""
@@ -65,10 +94,6 @@ class PublishUnavailableError(TransientError):
 
 
 class StoreUnavailableError(TransientError):
-    pass
-
-
-class LeaseLostError(TransientError):
     pass
 
 
@@ -93,6 +118,10 @@ class OutboxError(PermanentError):
 
 
 class OutboxConflictError(OutboxError):
+    pass
+
+
+class OutboxPreconditionFailedError(OutboxError):
     pass
 
 

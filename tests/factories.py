@@ -6,16 +6,16 @@ import itertools
 from datetime import UTC, datetime
 from typing import Any
 
-from events.catalog import FEEDS
-from events.contracts import OrderDeletedV1, OrderPlacedV1, OrderShippedV1, OrderUpsertedV1
-from events.messages import Router
-from events.publisher import InMemoryPublisher
-from events.quarantine import InMemoryQuarantine
-from events.relay import Relay
-from events.runtime import Runtime, build_feed
-from events.settings import Settings, load_settings
-from events.sources import CdcRule, outbox_document, stream_event_document
-from events.sources.outbox import outbox_event_id
+from events.deployment.catalog import FEEDS
+from events.deployment.contracts import OrderDeletedV1, OrderPlacedV1, OrderShippedV1, OrderUpsertedV1
+from events.core.messages import Router
+from events.core.publisher import InMemoryPublisher
+from events.core.quarantine import InMemoryQuarantine
+from events.core.relay import Relay
+from events.hosts.runtime import Runtime, build_feed
+from events.deployment.settings import Settings, load_settings
+from events.core.sources import CdcRule, outbox_document, stream_event_document
+from events.core.sources.outbox import outbox_event_id
 
 #: The example declaration's CDC rule for Order documents, as the catalog builds it.
 ORDER_CDC = CdcRule(

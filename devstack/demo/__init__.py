@@ -57,8 +57,8 @@ from devstack.demo.printer import Printer, PrinterHandler
 from devstack.demo.stack import Relay, local_stack, pooled_client, relay_environment
 from devstack.demo.writer import Writer
 from devstack.servicebus import LocalServiceBus
-from events.stores import CosmosInbox
-from events.topology import load_topology
+from events.adapters.cosmos.stores import CosmosInbox
+from events.deployment.topology import load_topology
 
 __all__ = [
     "Consumer",

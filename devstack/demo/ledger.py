@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from events.envelope import IntegrationEvent
+from events.core.envelope import IntegrationEvent
 
 __all__ = ["CDC_EVENT_TYPE", "Ledger", "Tally"]
 

@@ -19,8 +19,8 @@ from urllib3.util.retry import Retry
 from devstack.cosmos import LocalCosmos, quiet_loopback_tls_warnings
 from devstack.provision import provision_cosmos
 from devstack.servicebus import LocalServiceBus
-from events import settings as names
-from events.topology import Topology
+from events.deployment import settings as names
+from events.deployment.topology import Topology
 
 __all__ = ["ROOT", "Relay", "local_stack", "pooled_client", "relay_environment"]
 

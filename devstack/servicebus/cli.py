@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from events.errors import SettingsError
-from events.topology import DEFAULT_TOPOLOGY
+from events.deployment.topology import DEFAULT_TOPOLOGY
 
 from .errors import LocalServiceBusError
 from .server import LocalServiceBus

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from events.topology import CorrelationFilter, RuleSpec, SqlFilter
+from events.deployment.topology import CorrelationFilter, RuleSpec, SqlFilter
 
 from .errors import UnsupportedTopologyError
 from .messages import MessageFacts

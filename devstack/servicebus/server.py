@@ -8,7 +8,7 @@ from types import TracebackType
 
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
-from events.topology import DEFAULT_TOPOLOGY, Topology, load_topology
+from events.deployment.topology import DEFAULT_TOPOLOGY, Topology, load_topology
 
 from .broker import BrokerHandler
 from .entities import Namespace

@@ -1,12 +1,13 @@
 """A change-feed processor for Cosmos DB: leases, fair share, checkpoint after the handler.
 
     from events.changefeed import ChangeFeedProcessor, InMemoryLeaseStore
-    from events.changefeed.cosmos import CosmosLeaseStore   # the Cosmos DB adapters
+    from events.adapters.cosmos.changefeed import CosmosLeaseStore   # the Cosmos DB adapters
 
-Layers (imports go one way): ``feed`` (ranges, pages, the ``ChangeFeed`` port) and ``leases``
-(lease format, ``LeaseStore`` port, lifecycle rules) <- ``cosmos`` (adapters) <- ``processor``
-and ``lag`` <- ``host`` (the long-running relay process). The Cosmos adapters are not imported
-here, so pure users never load the SDK.
+A generic part: it depends on its own ports only (``feed``: ranges, pages, the ``ChangeFeed``
+port; ``leases``: lease format, ``LeaseStore`` port, lifecycle rules; ``errors``), never on an
+adapter or the relay. Imports go one way: ``errors`` <- ``feed`` <- ``leases`` <- ``processor``
+and ``lag``. The Cosmos DB adapters (``events.adapters.cosmos.changefeed``) implement the
+ports; the long-running host is ``events.hosts.processor``.
 """
 
 from events.changefeed.feed import ChangeFeed, FeedRange, InMemoryChangeFeed, Page, StartFrom

@@ -2,8 +2,8 @@
 
 A position is either a continuation (an opaque string handed out by the same feed) or a start
 (``"beginning"``, ``"now"`` or a point in time). ``ChangeFeed`` is the port; the Cosmos DB
-adapter lives in ``events.changefeed.cosmos`` and ``InMemoryChangeFeed`` is a real in-memory
-backend (latest-version mode, several feed ranges) for tests and demos.
+adapter lives in ``events.adapters.cosmos.changefeed`` and ``InMemoryChangeFeed`` is a real
+in-memory backend (latest-version mode, several feed ranges) for tests and demos.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    from azure.cosmos import ContainerProxy
+from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "ChangeFeed",
@@ -25,7 +22,6 @@ __all__ = [
     "Page",
     "Position",
     "StartFrom",
-    "as_change_feed",
     "is_start",
 ]
 
@@ -160,13 +156,3 @@ class InMemoryChangeFeed:
         if not position.isdigit():
             raise ValueError(f"not a continuation of this feed: {position!r}")
         return int(position)
-
-
-def as_change_feed(source: ChangeFeed | ContainerProxy) -> ChangeFeed:
-    """A ``ChangeFeed`` as is; a Cosmos DB container wrapped in the Cosmos adapter."""
-    if isinstance(source, ChangeFeed):
-        return source
-    # Imported here so that pure users of the package never load the Cosmos SDK.
-    from events.changefeed.cosmos import CosmosChangeFeed  # noqa: PLC0415
-
-    return CosmosChangeFeed(source)

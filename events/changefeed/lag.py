@@ -9,19 +9,14 @@ https://github.com/Azure/azure-sdk-for-python/issues/24249
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from events.changefeed.feed import ChangeFeed, as_change_feed
+from events.changefeed.feed import ChangeFeed
 from events.changefeed.leases import LeaseStore
-
-if TYPE_CHECKING:
-    from azure.cosmos import ContainerProxy
 
 __all__ = ["estimate_lag"]
 
 
 def estimate_lag(
-    container: ChangeFeed | ContainerProxy,
+    feed: ChangeFeed,
     lease_store: LeaseStore,
     name: str,
     *,
@@ -29,7 +24,6 @@ def estimate_lag(
     limit: int = 100_000,
 ) -> dict[str, int]:
     """Lease id -> documents changed after its checkpoint (at most ``limit``)."""
-    feed = as_change_feed(container)
     pending: dict[str, int] = {}
     for lease in lease_store.list(name):
         position = lease.position

@@ -17,7 +17,7 @@ One lease document per feed range, in a lease container partitioned by ``/id``::
 Every write is a replace guarded by the document's etag (optimistic concurrency): a write
 that loses (412, or 409 on create) raises ``LeaseLostError`` and the loser drops the lease.
 ``LeaseStore`` is the storage port (``InMemoryLeaseStore`` here, ``CosmosLeaseStore`` in
-``events.changefeed.cosmos``); ``LeaseManager`` holds the lifecycle rules on top of it
+``events.adapters.cosmos.changefeed``); ``LeaseManager`` holds the lifecycle rules on top of it
 (create, acquire with fair share, renew, checkpoint, release, expiry) and does no I/O itself.
 """
 
@@ -32,8 +32,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol
 
+from events.changefeed.errors import LeaseLostError
 from events.changefeed.feed import FeedRange, Position, StartFrom
-from events.errors import LeaseLostError
 
 __all__ = [
     "LEASE_FORMAT",

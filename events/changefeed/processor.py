@@ -56,23 +56,19 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from events.availability import AvailabilityLog
+from events.changefeed.errors import LeaseLostError, is_transient
 from events.changefeed.feed import (
     ChangeFeed,
     FeedRange,
     Page,
     Position,
     StartFrom,
-    as_change_feed,
     is_start,
 )
 from events.changefeed.leases import Lease, LeaseManager, LeaseStore
-from events.errors import LeaseLostError, TransientError, is_transient
-
-if TYPE_CHECKING:
-    from azure.cosmos import ContainerProxy
 
 __all__ = ["Backoff", "ChangeFeedProcessor", "Handler", "default_instance_id"]
 
@@ -151,7 +147,7 @@ class _Background:
 class ChangeFeedProcessor:
     def __init__(
         self,
-        container: ChangeFeed | ContainerProxy,
+        feed: ChangeFeed,
         lease_store: LeaseStore,
         handler: Handler,
         *,
@@ -178,7 +174,7 @@ class ChangeFeedProcessor:
             raise ValueError("handler_timeout must be greater than 0")
         self.name = name
         self.instance_id = instance_id or default_instance_id()
-        self._feed = as_change_feed(container)
+        self._feed = feed
         self._handler = handler
         self._start_from = start_from
         self._max_items = max_items
@@ -278,7 +274,9 @@ class ChangeFeedProcessor:
                 try:
                     if self._settle(owned):
                         self._leases.release(owned.lease, owned.continuation)
-                except TransientError as exc:
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
                     logger.warning(
                         "lease release failed processor=%s lease=%s error=%s",
                         self.name,
@@ -322,7 +320,9 @@ class ChangeFeedProcessor:
             # the last handled page will be handled twice (at-least-once).
             self._lost(owned)
             return False
-        except TransientError as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             # The position is kept in memory and written by the next checkpoint or renewal.
             self._availability.down(self._key("checkpoint", owned), str(exc))
         else:
@@ -346,7 +346,9 @@ class ChangeFeedProcessor:
         try:
             self._leases.ensure(self._feed.feed_ranges(), self._start_from, self._current)
             acquired = self._leases.balance(held=self.owned_leases)
-        except TransientError as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             self._availability.down(f"lease balancing processor={self.name}", str(exc))
             return
         self._availability.up(f"lease balancing processor={self.name}")
@@ -389,7 +391,9 @@ class ChangeFeedProcessor:
                 owned.lease = self._leases.renew(owned.lease, owned.continuation)
             except LeaseLostError:
                 self._lost(owned)
-            except TransientError as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 self._availability.down(self._key("lease renewal", owned), str(exc))
             else:
                 self._availability.up(self._key("lease renewal", owned))

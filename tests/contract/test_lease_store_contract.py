@@ -13,8 +13,8 @@ import pytest
 from azure.cosmos import DatabaseProxy, PartitionKey
 
 from events.changefeed import FeedRange, InMemoryLeaseStore, Lease, LeaseManager, LeaseStore
-from events.changefeed.cosmos import CosmosLeaseStore
-from events.errors import LeaseLostError
+from events.adapters.cosmos.changefeed import CosmosLeaseStore
+from events.changefeed.errors import LeaseLostError
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 WHOLE = FeedRange("", "FF")

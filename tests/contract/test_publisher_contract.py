@@ -12,9 +12,9 @@ from azure.servicebus import ServiceBusClient
 
 from devstack.servicebus import LocalServiceBus
 from events.errors import EventTooLargeError, PublishUnavailableError
-from events.messages import OutgoingMessage
-from events.publisher import InMemoryPublisher, Publisher
-from events.servicebus import ServiceBusPublisher
+from events.core.messages import OutgoingMessage
+from events.core.publisher import InMemoryPublisher, Publisher
+from events.adapters.servicebus import ServiceBusPublisher
 
 Delivered = tuple[str, str, str, str, bytes, dict[str, str]]
 

@@ -9,14 +9,14 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from events import settings
-from events.catalog import FEEDS
+from events.deployment import settings
+from events.deployment.catalog import FEEDS
 from events.errors import PublishUnavailableError, SettingsError
-from events.publisher import InMemoryPublisher
-from events.quarantine import InMemoryQuarantine
-from events.runtime import Runtime
-from events.topology import iso_duration_seconds, load_topology
-from events.triggers import blueprint
+from events.core.publisher import InMemoryPublisher
+from events.core.quarantine import InMemoryQuarantine
+from events.hosts.runtime import Runtime
+from events.deployment.topology import iso_duration_seconds, load_topology
+from events.hosts.functions import blueprint
 from tests import factories
 from tests.app_functions import registered_functions
 
@@ -151,14 +151,14 @@ def test_app_function_failing_retries_log_one_warning_and_one_recovery(
     app, _ = _app_with(publisher)
     relay_orders = _functions(app)["relay_orders"].get_user_function()
     documents = func.DocumentList([func.Document.from_dict(factories.placed("o-1", "e-1"))])
-    caplog.set_level(logging.INFO, logger="events.triggers")
+    caplog.set_level(logging.INFO, logger="events.hosts.functions")
 
     for _ in range(3):
         with pytest.raises(PublishUnavailableError):
             relay_orders(documents)
     relay_orders(documents)
 
-    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "events.triggers"]
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "events.hosts.functions"]
     assert [level for level, _ in lines] == [logging.WARNING, logging.INFO]
     assert "feed relay_orders" in lines[0][1]
     assert "PublishUnavailableError" in lines[0][1]
@@ -175,7 +175,7 @@ def test_app_function_bad_settings_raise_every_retry_and_warn_once(
     app.register_functions(blueprint(broken_runtime))
     relay_orders = _functions(app)["relay_orders"].get_user_function()
     documents = func.DocumentList([func.Document.from_dict(factories.placed("o-1", "e-1"))])
-    caplog.set_level(logging.INFO, logger="events.triggers")
+    caplog.set_level(logging.INFO, logger="events.hosts.functions")
 
     for _ in range(3):
         with pytest.raises(SettingsError):
@@ -184,7 +184,7 @@ def test_app_function_bad_settings_raise_every_retry_and_warn_once(
     warnings = [
         r.getMessage()
         for r in caplog.records
-        if r.levelno == logging.WARNING and r.name == "events.triggers"
+        if r.levelno == logging.WARNING and r.name == "events.hosts.functions"
     ]
     assert len(warnings) == 1
     assert "RELAY_COSMOS" in warnings[0]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from events.quarantine import QuarantineReason
-from events.redrive import redrive, run
+from events.core.quarantine import QuarantineReason
+from events.hosts.redrive import redrive, run
 from tests import factories
 
 

@@ -6,13 +6,13 @@ import logging
 
 import pytest
 
-from events.catalog import FEEDS
+from events.deployment.catalog import FEEDS
 from events.errors import PublishUnavailableError, StoreUnavailableError, is_transient
-from events.messages import Router
-from events.publisher import InMemoryPublisher
-from events.quarantine import InMemoryQuarantine, QuarantineReason
-from events.relay import Relay
-from events.runtime import build_feed
+from events.core.messages import Router
+from events.core.publisher import InMemoryPublisher
+from events.core.quarantine import InMemoryQuarantine, QuarantineReason
+from events.core.relay import Relay
+from events.hosts.runtime import build_feed
 from tests import factories
 
 

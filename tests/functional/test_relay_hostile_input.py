@@ -13,19 +13,19 @@ from typing import Any
 
 import pytest
 
-from events.catalog import FEEDS
+from events.deployment.catalog import FEEDS
 from events.errors import PublishUnavailableError, StoreUnavailableError
-from events.messages import OutgoingMessage, Router
-from events.publisher import InMemoryPublisher, Publisher
-from events.quarantine import (
+from events.core.messages import OutgoingMessage, Router
+from events.core.publisher import InMemoryPublisher, Publisher
+from events.core.quarantine import (
     InMemoryQuarantine,
     QuarantineReason,
     QuarantineRecord,
     QuarantineStore,
 )
-from events.relay import Relay
-from events.runtime import build_feed
-from events.sources import Source
+from events.core.relay import Relay
+from events.hosts.runtime import build_feed
+from events.core.sources import Source
 from tests import factories
 
 

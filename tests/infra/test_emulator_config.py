@@ -17,7 +17,7 @@ from devstack.emulator_config import (
     main,
     render,
 )
-from events.topology import Topology, iso_duration_seconds, load_topology
+from events.deployment.topology import Topology, iso_duration_seconds, load_topology
 
 pytestmark = pytest.mark.infra
 

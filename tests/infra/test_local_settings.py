@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from events.settings import APP_SETTINGS, DEFAULTS
+from events.deployment.settings import APP_SETTINGS, DEFAULTS
 from tests.infra.bicep import INFRA, REPO, bicep_files
 
 pytestmark = pytest.mark.infra

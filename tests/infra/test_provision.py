@@ -13,7 +13,7 @@ import pytest
 from azure.cosmos import CosmosClient, PartitionKey
 
 from devstack.provision import EMULATOR_CONNECTION_STRING, ProvisionError, provision_cosmos
-from events.topology import load_topology
+from events.deployment.topology import load_topology
 from tests.infra.bicep import REPO
 
 pytestmark = [pytest.mark.infra, pytest.mark.integration]

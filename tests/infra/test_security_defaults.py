@@ -10,7 +10,7 @@ from typing import get_args
 
 import pytest
 
-from events.topology import ContainerRole, Topology, load_topology
+from events.deployment.topology import ContainerRole, Topology, load_topology
 from tests.infra.bicep import INFRA, REPO, Declaration, declarations, properties, text
 
 pytestmark = pytest.mark.infra

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from events.settings import APP_SETTINGS, DEFAULTS
-from events.topology import Topology, iso_duration_seconds, load_topology
+from events.deployment.settings import APP_SETTINGS, DEFAULTS
+from events.deployment.topology import Topology, iso_duration_seconds, load_topology
 from tests.infra.bicep import (
     INFRA,
     Declaration,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import events
 from events.__main__ import SCHEMAS_DIR
-from events.contracts import default_registry
+from events.deployment.contracts import default_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 

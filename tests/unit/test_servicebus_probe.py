@@ -14,7 +14,7 @@ from azure.servicebus.exceptions import (
 )
 
 from events.errors import PublishUnavailableError, SettingsError
-from events.servicebus import ServiceBusPublisher
+from events.adapters.servicebus import ServiceBusPublisher
 
 
 class _RefusingSender:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from events.errors import SettingsError
-from events.settings import DEFAULTS, load_settings
-from events.topology import DEFAULT_TOPOLOGY, iso_duration_seconds, load_topology
+from events.deployment.settings import DEFAULTS, load_settings
+from events.deployment.topology import DEFAULT_TOPOLOGY, iso_duration_seconds, load_topology
 
 LOCAL = {
     "RELAY_COSMOS": "AccountEndpoint=https://127.0.0.1:8081/;AccountKey=a2V5;",

@@ -6,15 +6,15 @@ import random
 
 import pytest
 
-from events.catalog import FEEDS
-from events.contracts import OrderPlacedV1, OrderUpsertedV1, default_registry
-from events.documents import SYSTEM_FIELDS
-from events.envelope import sequence_of
+from events.deployment.catalog import FEEDS
+from events.deployment.contracts import OrderPlacedV1, OrderUpsertedV1, default_registry
+from events.core.documents import SYSTEM_FIELDS
+from events.core.envelope import sequence_of
 from events.errors import InvalidDocumentError, MappingError
-from events.runtime import build_feed
-from events.sources import CdcRule, CdcSource, EventStoreSource, OutboxSource, SourceContext
-from events.sources.cdc import cdc_event_id
-from events.sources.eventstore import eventstore_event_id
+from events.hosts.runtime import build_feed
+from events.core.sources import CdcRule, CdcSource, EventStoreSource, OutboxSource, SourceContext
+from events.core.sources.cdc import cdc_event_id
+from events.core.sources.eventstore import eventstore_event_id
 from tests import factories
 from tests.factories import ORDER_CDC
 

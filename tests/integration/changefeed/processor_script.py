@@ -17,7 +17,7 @@ import urllib3
 from azure.cosmos import CosmosClient
 
 from events.changefeed import ChangeFeedProcessor
-from events.changefeed.cosmos import CosmosChangeFeed, CosmosLeaseStore
+from events.adapters.cosmos.changefeed import CosmosChangeFeed, CosmosLeaseStore
 
 
 def main(argv: list[str]) -> int:

@@ -16,7 +16,7 @@ from azure.cosmos import ContainerProxy, DatabaseProxy, PartitionKey
 
 from devstack.cosmos import LocalCosmos
 from events.changefeed import Backoff, ChangeFeedProcessor, estimate_lag
-from events.changefeed.cosmos import CosmosChangeFeed, CosmosLeaseStore
+from events.adapters.cosmos.changefeed import CosmosChangeFeed, CosmosLeaseStore
 from events.errors import PublishUnavailableError
 
 pytestmark = pytest.mark.integration

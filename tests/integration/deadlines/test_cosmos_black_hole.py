@@ -14,11 +14,12 @@ import pytest
 from azure.cosmos import CosmosClient, PartitionKey
 
 from devstack.cosmos import LocalCosmos
-from events.changefeed.cosmos import CosmosChangeFeed, CosmosLeaseStore
+from events.adapters.cosmos.changefeed import CosmosChangeFeed, CosmosLeaseStore
 from events.changefeed.feed import FeedRange
 from events.errors import StoreUnavailableError
-from events.settings import CosmosConnection
-from events.stores import CosmosQuarantine, cosmos_client
+from events.deployment.settings import CosmosConnection
+from events.adapters.cosmos.client import cosmos_client
+from events.adapters.cosmos.stores import CosmosQuarantine
 from tests.fixtures.blackhole import BlackHole
 
 pytestmark = pytest.mark.integration
@@ -95,7 +96,7 @@ def test_cosmos_adapters_black_holed_raise_store_unavailable_naming_resource(
     quarantine = CosmosQuarantine(database.get_container_client("quarantine"))
     leases = CosmosLeaseStore(database.get_container_client("leases"))
     feed = CosmosChangeFeed(database.get_container_client("orders"))
-    caplog.set_level(logging.INFO, logger="events.stores")
+    caplog.set_level(logging.INFO, logger="events.adapters.cosmos.errors")
 
     with _stopped(own_cosmos):
         errors = {
@@ -115,7 +116,7 @@ def test_cosmos_adapters_black_holed_raise_store_unavailable_naming_resource(
     warnings = [
         r.getMessage()
         for r in caplog.records
-        if r.levelno == logging.WARNING and r.name == "events.stores"
+        if r.levelno == logging.WARNING and r.name == "events.adapters.cosmos.errors"
     ]
     assert len(warnings) == 3, warnings  # one per resource, not one per failure
     assert recovered is None

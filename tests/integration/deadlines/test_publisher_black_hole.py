@@ -9,8 +9,8 @@ import pytest
 from azure.servicebus import ServiceBusClient
 
 from events.errors import PublishUnavailableError
-from events.messages import OutgoingMessage
-from events.servicebus import ServiceBusPublisher
+from events.core.messages import OutgoingMessage
+from events.adapters.servicebus import ServiceBusPublisher
 from tests.fixtures.blackhole import BlackHole
 
 pytestmark = pytest.mark.integration
@@ -74,7 +74,7 @@ def test_publisher_repeated_failures_black_hole_warns_once(
     black_hole: BlackHole, black_hole_client: ServiceBusClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     publisher = ServiceBusPublisher(black_hole_client, timeout=0.5, endpoint=black_hole.address)
-    caplog.set_level(logging.INFO, logger="events.servicebus")
+    caplog.set_level(logging.INFO, logger="events.adapters.servicebus")
 
     def three_attempts() -> None:
         for _ in range(3):

@@ -9,8 +9,8 @@ from azure.servicebus import ServiceBusClient
 
 from devstack.servicebus import LocalServiceBus
 from events.errors import PublishUnavailableError
-from events.messages import OutgoingMessage
-from events.servicebus import ServiceBusPublisher
+from events.core.messages import OutgoingMessage
+from events.adapters.servicebus import ServiceBusPublisher
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def test_publisher_unknown_entity_raises_naming_entity_and_settings_warns_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     publisher = ServiceBusPublisher(servicebus_client, timeout=30.0)
-    caplog.set_level(logging.INFO, logger="events.servicebus")
+    caplog.set_level(logging.INFO, logger="events.adapters.servicebus")
 
     errors = []
     for _ in range(3):

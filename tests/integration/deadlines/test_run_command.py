@@ -17,7 +17,7 @@ from azure.cosmos import CosmosClient, DatabaseProxy, PartitionKey
 
 from devstack.cosmos import LocalCosmos
 from devstack.servicebus import LocalServiceBus
-from events import settings as names
+from events.deployment import settings as names
 from tests import factories
 from tests.fixtures.blackhole import BlackHole
 

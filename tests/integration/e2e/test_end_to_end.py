@@ -17,8 +17,8 @@ from azure.servicebus import ServiceBusClient
 from devstack.cosmos import LocalCosmos
 from devstack.demo import Consumer, Ledger, Relay, Writer, local_stack, relay_environment
 from devstack.servicebus import LocalServiceBus
-from events.stores import CosmosInbox
-from events.topology import load_topology
+from events.adapters.cosmos.stores import CosmosInbox
+from events.deployment.topology import load_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

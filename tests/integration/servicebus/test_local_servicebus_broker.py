@@ -26,7 +26,7 @@ from azure.servicebus.exceptions import (
 )
 
 from devstack.servicebus import Faults, LocalServiceBus, UnsupportedTopologyError
-from events.topology import DEFAULT_TOPOLOGY
+from events.deployment.topology import DEFAULT_TOPOLOGY
 from tests.commands import first_line_then_sigterm
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

@@ -8,13 +8,13 @@ from azure.servicebus import ServiceBusClient
 from cloudevents.core.bindings.amqp import AMQPMessage, from_binary_event
 
 from devstack.servicebus import LocalServiceBus
-from events.catalog import FEEDS
+from events.deployment.catalog import FEEDS
 from events.errors import PublishUnavailableError
-from events.messages import OutgoingMessage, Router, event_from_message
-from events.quarantine import InMemoryQuarantine, QuarantineReason
-from events.relay import Relay
-from events.runtime import build_feed
-from events.servicebus import ServiceBusPublisher, to_sdk_message
+from events.core.messages import OutgoingMessage, Router, event_from_message
+from events.core.quarantine import InMemoryQuarantine, QuarantineReason
+from events.core.relay import Relay
+from events.hosts.runtime import build_feed
+from events.adapters.servicebus import ServiceBusPublisher, to_sdk_message
 from tests import factories
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import pytest
 from azure.cosmos import ContainerProxy, DatabaseProxy, PartitionKey
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-from events.contracts import OrderPlacedV1, OrderShippedV1
+from events.deployment.contracts import OrderPlacedV1, OrderShippedV1
 from events.errors import (
     ConcurrencyConflictError,
     OutboxConflictError,
@@ -17,9 +17,9 @@ from events.errors import (
     OutboxTooManyOperationsError,
     PartitionKeyMismatchError,
 )
-from events.eventstore import EventStore, NewEvent
-from events.outbox import OutboxEvent, OutboxWriter
-from events.sources.outbox import outbox_event_id
+from events.adapters.cosmos.eventstore import EventStore, NewEvent
+from events.adapters.cosmos.outbox import OutboxEvent, OutboxWriter
+from events.core.sources.outbox import outbox_event_id
 
 pytestmark = pytest.mark.integration
 

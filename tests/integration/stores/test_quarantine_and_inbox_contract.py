@@ -9,16 +9,16 @@ from typing import Protocol
 import pytest
 from azure.cosmos import DatabaseProxy, PartitionKey
 
-from events.consumer import IdempotentConsumer, Inbox, InMemoryInbox
-from events.envelope import IntegrationEvent
-from events.quarantine import (
+from events.core.consumer import IdempotentConsumer, Inbox, InMemoryInbox
+from events.core.envelope import IntegrationEvent
+from events.core.quarantine import (
     InMemoryQuarantine,
     QuarantineAdmin,
     QuarantineReason,
     QuarantineRecord,
     QuarantineStore,
 )
-from events.stores import CosmosInbox, CosmosQuarantine
+from events.adapters.cosmos.stores import CosmosInbox, CosmosQuarantine
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 

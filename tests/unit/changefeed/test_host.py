@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from events.changefeed.host import build_parser, parse_args, parse_start_from
+from events.hosts.processor import build_parser, parse_args, parse_start_from
 
 
 def test_parse_start_from_naive_time_is_utc() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from devstack.demo.ledger import CDC_EVENT_TYPE, Ledger, Tally
-from events.envelope import IntegrationEvent
+from events.core.envelope import IntegrationEvent
 
 TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -1,0 +1,122 @@
+"""The one table from Cosmos DB statuses to the package's error tree, and its context manager.
+
+Transient (retry later): timeout, gone, throttled, retry-with and server-side statuses, and a
+server that cannot be reached. Per transactional-batch operation, statuses map to the error of
+the writer that ran the batch (``BATCH_ERRORS``): a conflict (409) and a failed precondition
+(412) are different errors. Everything else is the caller's to interpret. One WARNING per
+outage and resource, one INFO on recovery (``AvailabilityLog``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Final, Literal
+from urllib.parse import urlsplit
+
+from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
+from azure.cosmos import ContainerProxy, DatabaseProxy
+from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosHttpResponseError
+
+from events.availability import AvailabilityLog
+from events.errors import (
+    ConcurrencyConflictError,
+    OutboxConflictError,
+    OutboxError,
+    OutboxPreconditionFailedError,
+    OutboxTooLargeError,
+    PermanentError,
+    RelayError,
+    StoreUnavailableError,
+)
+
+__all__ = [
+    "BATCH_ERRORS",
+    "TRANSIENT_STATUS",
+    "BatchWriter",
+    "batch_error",
+    "location_of",
+    "translate_cosmos_errors",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Statuses worth retrying: timeout, gone, throttled, retry-with, server side.
+TRANSIENT_STATUS: Final = frozenset({408, 410, 429, 449, 500, 502, 503, 504})
+
+BatchWriter = Literal["outbox", "eventstore"]
+
+#: Per writer, the status of the failing operation of a transactional batch -> its error.
+BATCH_ERRORS: Final[Mapping[BatchWriter, Mapping[int, type[RelayError]]]] = MappingProxyType(
+    {
+        "outbox": MappingProxyType(
+            {
+                409: OutboxConflictError,
+                412: OutboxPreconditionFailedError,
+                413: OutboxTooLargeError,
+            }
+        ),
+        "eventstore": MappingProxyType({409: ConcurrencyConflictError}),
+    }
+)
+_FALLBACK: Final[Mapping[BatchWriter, type[RelayError]]] = MappingProxyType(
+    {"outbox": OutboxError, "eventstore": PermanentError}
+)
+
+_availability = AvailabilityLog(logger)
+
+
+def batch_error(
+    writer: BatchWriter,
+    exc: CosmosBatchOperationError,
+    message: str,
+    *,
+    ids: Mapping[str, str],
+    resource: str | None = None,
+) -> RelayError:
+    """The error for a failed transactional batch: transient, or the writer's own."""
+    status = exc.status_code
+    if status in TRANSIENT_STATUS:
+        return StoreUnavailableError(message, status=status, ids=ids, resource=resource)
+    kind = BATCH_ERRORS[writer].get(status or 0, _FALLBACK[writer])
+    return kind(message, status=status, ids=ids, resource=resource)
+
+
+def location_of(container: ContainerProxy | DatabaseProxy) -> str:
+    """``Cosmos DB host:port <database>/<container>`` for messages."""
+    url = str(getattr(container.client_connection, "url_connection", ""))
+    parts = urlsplit(url)
+    host = f"{parts.hostname}:{parts.port or 443}" if parts.hostname else url
+    if isinstance(container, ContainerProxy):
+        return f"Cosmos DB {host} {container.container_link.split('/')[1]}/{container.id}"
+    return f"Cosmos DB {host} {container.id}"
+
+
+@contextmanager
+def translate_cosmos_errors(what: str, *, where: str | None = None) -> Iterator[None]:
+    """Turn transient Cosmos failures into StoreUnavailableError; let the rest through.
+
+    ``where`` (endpoint and resource) is named in the error and keys the once-per-outage
+    WARNING and the INFO on recovery."""
+    subject = where or "Cosmos DB"
+    try:
+        yield
+    except CosmosBatchOperationError:
+        raise  # per-operation statuses: the batch's caller interprets them
+    except CosmosHttpResponseError as exc:
+        if exc.status_code in TRANSIENT_STATUS:
+            _availability.down(subject, f"{what} answered {exc.status_code}")
+            raise StoreUnavailableError(f"{what}: {subject} answered {exc.status_code}") from exc
+        raise
+    except (ServiceRequestError, ServiceResponseError, OSError) as exc:
+        _availability.down(subject, f"{what}: unreachable ({type(exc).__name__})")
+        raise StoreUnavailableError(
+            f"{what}: {subject} unreachable ({type(exc).__name__})"
+        ) from exc
+    except AzureError as exc:
+        _availability.down(subject, f"{what}: {type(exc).__name__}")
+        raise StoreUnavailableError(f"{what}: {subject} {type(exc).__name__}") from exc
+    else:
+        _availability.up(subject)

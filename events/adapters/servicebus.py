@@ -1,0 +1,385 @@
+"""Service Bus adapter: the only module that imports azure.servicebus.
+
+One ``ServiceBusClient`` per worker process (``service_bus_client``), one sender per
+destination, reused across invocations. Batches are filled with ``create_message_batch()`` so
+a send carries as many messages as fit. SDK errors are translated at this boundary:
+``MessageSizeExceededError`` -> EventTooLargeError (permanent, per message); everything else ->
+PublishUnavailableError (transient, the batch is retried).
+
+Deadlines: every SDK call that may touch the network (opening a sender, which signs in over
+CBS; creating a batch; sending) runs on a worker thread and is waited for at most ``timeout``
+seconds. The SDK's own ``timeout`` arguments do not bound the sign-in: against a broker that
+accepts TCP and never answers AMQP, ``send_messages(..., timeout=3)`` with ``try_timeout=3``
+was still waiting after 35 s (azure-servicebus 7.15, observed). On expiry the sender is
+discarded (closed on a worker: closing can hang too), so the next attempt starts afresh, and
+the caller gets PublishUnavailableError naming the endpoint and the entity. Each destination
+has its own lock, taken with the same deadline: one feed's stuck send never holds another
+destination, and holds the same destination at most one deadline.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from azure.core.exceptions import AzureError
+from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+from azure.servicebus import (
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusMessageBatch,
+    ServiceBusSender,
+)
+from azure.servicebus.exceptions import (
+    MessageSizeExceededError,
+    MessagingEntityNotFoundError,
+    ServiceBusAuthenticationError,
+    ServiceBusAuthorizationError,
+)
+
+from events.availability import AvailabilityLog
+from events.connections import ServiceBusConnection, connection_string_parts
+from events.core.messages import OutgoingMessage
+from events.core.publisher import group_by_destination
+from events.errors import EventTooLargeError, PublishUnavailableError, SettingsError
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ServiceBusPublisher",
+    "endpoint_of",
+    "pack",
+    "service_bus_client",
+    "to_sdk_message",
+]
+
+logger = logging.getLogger(__name__)
+
+# The SDK sizes a batch as the sum of its messages, but the transfer also carries an outer
+# envelope (the first message's ids and sections): a batch filled to the link's limit can be
+# refused as too large. Batches therefore stop this far below the limit.
+BATCH_HEADROOM = 1024
+
+_RETRY_TOTAL = 3
+_RETRY_BACKOFF = 0.5
+_RETRY_BACKOFF_MAX = 8.0
+
+#: Seconds one SDK call may take (RELAY_SERVICEBUS_TIMEOUT overrides it).
+DEFAULT_TIMEOUT = 30.0
+_POLL = 0.1
+_AMQP_PORT = 5671
+_AMQP_PLAIN_PORT = 5672
+
+_T = TypeVar("_T")
+
+
+def endpoint_of(connection: ServiceBusConnection) -> str:
+    """``host:port`` of a connection, for messages an operator can act on."""
+    if connection.connection_string:
+        parts = connection_string_parts(connection.connection_string)
+        address = parts.get("endpoint", "").removeprefix("sb://").strip("/")
+        plain = parts.get("usedevelopmentemulator", "").lower() == "true"
+    else:
+        address, plain = connection.fully_qualified_namespace or "", False
+    if address and ":" not in address:
+        address = f"{address}:{_AMQP_PLAIN_PORT if plain else _AMQP_PORT}"
+    return address or "(no endpoint)"
+
+
+def to_sdk_message(message: OutgoingMessage) -> ServiceBusMessage:
+    properties: dict[str | bytes, int | float | bytes | bool | str | uuid.UUID] = {
+        key: value for key, value in message.application_properties.items()
+    }
+    return ServiceBusMessage(
+        body=message.body,
+        message_id=message.message_id,
+        session_id=message.session_id,
+        subject=message.subject,
+        content_type=message.content_type,
+        application_properties=properties,
+    )
+
+
+@functools.cache
+def service_bus_client(connection: ServiceBusConnection) -> ServiceBusClient:
+    """The process-wide client for a connection (cached: never one per invocation)."""
+    # The SDK's own retries cover short blips; longer outages surface as a transient error
+    # and the host retries the whole batch with its capped backoff.
+    if connection.connection_string:
+        return ServiceBusClient.from_connection_string(
+            connection.connection_string,
+            retry_total=_RETRY_TOTAL,
+            retry_backoff_factor=_RETRY_BACKOFF,
+            retry_backoff_max=_RETRY_BACKOFF_MAX,
+        )
+    if connection.fully_qualified_namespace:
+        credential = (
+            ManagedIdentityCredential(client_id=connection.client_id)
+            if connection.credential == "managedidentity"
+            else DefaultAzureCredential()
+        )
+        return ServiceBusClient(
+            connection.fully_qualified_namespace,
+            credential,
+            retry_total=_RETRY_TOTAL,
+            retry_backoff_factor=_RETRY_BACKOFF,
+            retry_backoff_max=_RETRY_BACKOFF_MAX,
+        )
+    raise SettingsError(f"no Service Bus connection configured: set {connection.setting}")
+
+
+def pack(
+    messages: Sequence[OutgoingMessage], new_batch: Callable[[], ServiceBusMessageBatch]
+) -> list[ServiceBusMessageBatch | ServiceBusMessage]:
+    """The sends for messages of one destination, in order: batches filled greedily (the
+    fewest in-order batches that fit), and a message that fits no batch of its own alone."""
+    sends: list[ServiceBusMessageBatch | ServiceBusMessage] = []
+    batch = new_batch()
+    for message in messages:
+        sdk_message = to_sdk_message(message)
+        try:
+            batch.add_message(sdk_message)
+            continue
+        except MessageSizeExceededError:
+            pass
+        if len(batch):
+            sends.append(batch)
+            batch = new_batch()
+        try:
+            batch.add_message(sdk_message)
+        except MessageSizeExceededError:
+            # Within the link's limit (check() passed) but not within the headroom: alone.
+            sends.append(sdk_message)
+    if len(batch):
+        sends.append(batch)
+    return sends
+
+
+@dataclass
+class _Destination:
+    """One entity's sender and batch limit; ``lock`` serialises the SDK calls on it."""
+
+    name: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    sender: ServiceBusSender | None = None
+    batch_limit: int | None = None
+
+
+class ServiceBusPublisher:
+    """Publisher over the azure-servicebus SDK. Thread-safe: one lock per destination (senders
+    are not thread-safe), every network call bounded by ``timeout`` seconds."""
+
+    def __init__(
+        self,
+        client: ServiceBusClient,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        endpoint: str | None = None,
+        setting: str = "the Service Bus connection setting",
+    ) -> None:
+        if not timeout > 0:
+            raise ValueError("timeout must be greater than 0")
+        self._client = client
+        self._timeout = timeout
+        self._endpoint = endpoint or client.fully_qualified_namespace
+        self._setting = setting
+        self._destinations: dict[str, _Destination] = {}
+        self._registry = threading.Lock()
+        self._closed = threading.Event()
+        self._availability = AvailabilityLog(logger)
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    def check(self, message: OutgoingMessage) -> None:
+        with self._holding(message.destination) as destination:
+            batch = self._local_batch(destination)  # an empty batch is falsy: test for None
+            if batch is None:
+                batch = self._bounded(destination, lambda: self._new_batch(destination))
+            try:
+                batch.add_message(to_sdk_message(message))
+            except MessageSizeExceededError as exc:
+                raise EventTooLargeError(
+                    f"message {message.message_id} exceeds what {message.destination} "
+                    f"accepts ({batch.max_size_in_bytes} bytes)"
+                ) from exc
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> int:
+        sends = 0
+        for name, group in group_by_destination(messages).items():
+            with self._holding(name) as destination:
+                sends += self._publish_to(destination, group)
+        return sends
+
+    def probe(self, destination: str) -> None:
+        """Open a sender on ``destination`` (sign-in and attach), within the deadline.
+
+        SettingsError when the entity does not exist or the credentials are refused (fix the
+        configuration); PublishUnavailableError when Service Bus does not answer in time.
+        """
+        try:
+            with self._holding(destination) as state:
+                self._bounded(state, lambda: self._limit(state))
+        except PublishUnavailableError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, MessagingEntityNotFoundError):
+                raise SettingsError(
+                    f"Service Bus entity '{destination}' does not exist at {self._endpoint}: "
+                    f"create it, or fix the routes in the declaration"
+                ) from cause
+            if isinstance(cause, ServiceBusAuthenticationError | ServiceBusAuthorizationError):
+                raise SettingsError(
+                    f"Service Bus {self._endpoint} refused the credentials for '{destination}': "
+                    f"check {self._setting} (key, or the identity's Data Sender role)"
+                ) from cause
+            raise
+
+    def close(self) -> None:
+        """Stop waiting for calls in flight (they raise PublishUnavailableError) and close
+        every sender without waiting for it."""
+        self._closed.set()
+        with self._registry:
+            destinations = list(self._destinations.values())
+        for destination in destinations:
+            self._discard(destination)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _publish_to(self, destination: _Destination, group: list[OutgoingMessage]) -> int:
+        limit = self._bounded(destination, lambda: self._limit(destination))
+        sender = self._open(destination)
+        sends = self._bounded(
+            destination,
+            lambda: pack(group, lambda: sender.create_message_batch(max_size_in_bytes=limit)),
+        )
+        for send in sends:
+            self._bounded(
+                destination,
+                lambda send=send: sender.send_messages(send, timeout=self._timeout),  # type: ignore[misc]
+            )
+        # Only accepted sends prove the entity works: opening a link to a missing entity can
+        # succeed (the refusal may come with the first transfer).
+        self._availability.up(self._where(destination))
+        return len(sends)
+
+    def _limit(self, destination: _Destination) -> int:
+        if destination.batch_limit is None:
+            link_limit = self._open(destination).create_message_batch().max_size_in_bytes
+            destination.batch_limit = max(link_limit - BATCH_HEADROOM, link_limit // 2)
+        return destination.batch_limit
+
+    def _new_batch(self, destination: _Destination) -> ServiceBusMessageBatch:
+        self._limit(destination)  # opens the sender; later batches are built locally
+        return self._open(destination).create_message_batch()
+
+    @staticmethod
+    def _local_batch(destination: _Destination) -> ServiceBusMessageBatch | None:
+        """A new batch without a worker thread when the sender is open (its link limit known
+        since the last discard): the SDK then only builds an object, no network. None when
+        that does not hold; the caller then takes the bounded path."""
+        sender = destination.sender
+        if sender is None or destination.batch_limit is None:
+            return None
+        try:
+            return sender.create_message_batch()
+        except (AzureError, OSError):
+            return None
+
+    def _open(self, destination: _Destination) -> ServiceBusSender:
+        if destination.sender is None:
+            # Queue and topic senders are the same link to the entity path; one call serves both.
+            destination.sender = self._client.get_topic_sender(destination.name)
+        return destination.sender
+
+    def _where(self, destination: _Destination) -> str:
+        return f"Service Bus {self._endpoint} entity {destination.name}"
+
+    @contextmanager
+    def _holding(self, name: str) -> Iterator[_Destination]:
+        with self._registry:
+            destination = self._destinations.setdefault(name, _Destination(name))
+        if self._closed.is_set():
+            raise PublishUnavailableError(f"{self._where(destination)}: the publisher is closed")
+        if not destination.lock.acquire(timeout=self._timeout):
+            raise PublishUnavailableError(
+                f"{self._where(destination)}: another send is still in progress after "
+                f"{self._timeout:g} s"
+            )
+        try:
+            yield destination
+        finally:
+            destination.lock.release()
+
+    def _bounded(self, destination: _Destination, call: Callable[[], _T]) -> _T:
+        """``call()`` on a worker thread, waited for at most the deadline (see the module
+        docstring); SDK errors become PublishUnavailableError naming the entity."""
+        outcome: list[tuple[bool, object]] = []
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                outcome.append((True, call()))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                outcome.append((False, exc))
+            finally:
+                done.set()
+
+        # A daemon thread: a call hung in the SDK must never keep the process alive.
+        threading.Thread(target=work, name=f"servicebus-{destination.name}", daemon=True).start()
+        give_up = time.monotonic() + self._timeout
+        while not done.wait(_POLL):
+            if self._closed.is_set():
+                self._discard(destination)
+                raise PublishUnavailableError(
+                    f"{self._where(destination)}: the publisher was closed during the call"
+                )
+            if time.monotonic() >= give_up:
+                self._discard(destination)
+                reason = f"no answer within {self._timeout:g} s"
+                self._availability.down(self._where(destination), reason)
+                raise PublishUnavailableError(f"{self._where(destination)}: {reason}")
+        succeeded, value = outcome[0]
+        if succeeded:
+            return value  # type: ignore[return-value]  # call()'s own result
+        if isinstance(value, EventTooLargeError | MessageSizeExceededError):
+            raise value
+        if isinstance(value, AzureError | OSError):
+            self._discard(destination)
+            reason = _reason(value)
+            self._availability.down(self._where(destination), reason)
+            raise PublishUnavailableError(f"{self._where(destination)}: {reason}") from value
+        raise value  # type: ignore[misc]  # a bug: let it through unchanged
+
+    def _discard(self, destination: _Destination) -> None:
+        """Forget the sender (the link may be half-open) and close it on a worker thread."""
+        stale, destination.sender = destination.sender, None
+        destination.batch_limit = None
+        if stale is not None:
+            threading.Thread(
+                target=_close_quietly, args=(stale,), name="servicebus-close", daemon=True
+            ).start()
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, MessagingEntityNotFoundError):
+        return (
+            "the entity does not exist: create it, or fix the routes in the declaration "
+            f"({type(error).__name__})"
+        )
+    if isinstance(error, ServiceBusAuthenticationError | ServiceBusAuthorizationError):
+        return f"credentials refused: check the connection setting ({type(error).__name__})"
+    return f"{type(error).__name__}: {error}".splitlines()[0][:300]
+
+
+def _close_quietly(sender: ServiceBusSender) -> None:
+    try:
+        sender.close()
+    except Exception:  # the sender is discarded: nothing depends on its close
+        logger.debug("closing a discarded sender raised", exc_info=True)

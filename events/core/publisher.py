@@ -1,0 +1,121 @@
+"""The publishing port: what the relay needs from a message broker, and an in-memory broker.
+
+``InMemoryPublisher`` behaves like a Service Bus namespace with duplicate detection: it is a
+real backend for unit and functional tests and shares the contract tests with the Service Bus
+adapter (tests/contract).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from events.core.messages import OutgoingMessage
+from events.errors import EventTooLargeError, PublishUnavailableError
+
+__all__ = ["InMemoryPublisher", "Publisher", "group_by_destination"]
+
+# Per-message overhead the AMQP encoding adds on top of body and properties (headers,
+# section descriptors); a conservative estimate keeps the fake stricter than the broker.
+_ENVELOPE_OVERHEAD = 64
+
+
+class Publisher(Protocol):
+    def check(self, message: OutgoingMessage) -> None:
+        """Raise EventTooLargeError if the destination can never accept this message."""
+        ...
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> int:
+        """Send all messages in order, in as few sends as fit; return the number of sends.
+
+        Returns only when every message is accepted; raises TransientError otherwise (some
+        messages may have been sent: duplicate detection drops them on the retry).
+        """
+        ...
+
+
+def group_by_destination(
+    messages: Iterable[OutgoingMessage],
+) -> dict[str, list[OutgoingMessage]]:
+    """Messages per destination, each list in the original order."""
+    groups: dict[str, list[OutgoingMessage]] = {}
+    for message in messages:
+        groups.setdefault(message.destination, []).append(message)
+    return groups
+
+
+def encoded_size(message: OutgoingMessage) -> int:
+    props = sum(len(k) + len(v) for k, v in message.application_properties.items())
+    ids = len(message.message_id) + len(message.session_id) + len(message.subject)
+    return len(message.body) + props + ids + len(message.content_type) + _ENVELOPE_OVERHEAD
+
+
+class InMemoryPublisher:
+    """Destinations with duplicate detection, batch limits and injectable send failures."""
+
+    def __init__(
+        self,
+        destinations: Iterable[str],
+        *,
+        max_message_size: int = 256 * 1024,
+        max_batch_size: int = 256 * 1024,
+    ) -> None:
+        self.delivered: dict[str, list[OutgoingMessage]] = {d: [] for d in destinations}
+        self.max_message_size = max_message_size
+        self.max_batch_size = max_batch_size
+        self.sends = 0
+        self.duplicates = 0
+        self._seen: dict[str, set[str]] = {d: set() for d in self.delivered}
+        self._fail_on_sends: set[int] = set()
+
+    def fail_on_send(self, *ordinals: int) -> None:
+        """Make the n-th future send attempts (1-based, counted from now) fail transiently."""
+        self._fail_on_sends.update(self.sends + n for n in ordinals)
+
+    def check(self, message: OutgoingMessage) -> None:
+        self._known(message.destination)
+        size = encoded_size(message)
+        if size > self.max_message_size:
+            raise EventTooLargeError(
+                f"message {message.message_id} is {size} bytes, "
+                f"{message.destination} accepts {self.max_message_size}"
+            )
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> int:
+        sends = 0
+        for destination, group in group_by_destination(messages).items():
+            self._known(destination)
+            batch: list[OutgoingMessage] = []
+            used = 0
+            for message in group:
+                self.check(message)
+                size = encoded_size(message)
+                if batch and used + size > self.max_batch_size:
+                    self._send(destination, batch)
+                    sends += 1
+                    batch, used = [], 0
+                batch.append(message)
+                used += size
+            if batch:
+                self._send(destination, batch)
+                sends += 1
+        return sends
+
+    def _known(self, destination: str) -> None:
+        if destination not in self.delivered:
+            raise PublishUnavailableError(f"no topic or queue named {destination!r}")
+
+    def _send(self, destination: str, batch: list[OutgoingMessage]) -> None:
+        attempt = self.sends + 1
+        if attempt in self._fail_on_sends:
+            self._fail_on_sends.discard(attempt)
+            self.sends += 1
+            raise PublishUnavailableError(f"injected failure on send {attempt}")
+        self.sends += 1
+        seen = self._seen[destination]
+        for message in batch:
+            if message.message_id in seen:
+                self.duplicates += 1
+                continue
+            seen.add(message.message_id)
+            self.delivered[destination].append(message)

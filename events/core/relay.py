@@ -1,0 +1,257 @@
+"""One change-feed batch, end to end: map in order, quarantine what cannot be published,
+publish the rest, and report. The relay does no I/O of its own: the publisher and the
+quarantine store are injected.
+
+The contract with every host: ``process`` returns only when every event of the batch is on
+Service Bus or its document is quarantined, and raises nothing but ``TransientError``; then
+the host must redeliver the same batch without moving its checkpoint.
+
+The rule that makes this hold for any document: mapping is pure, so ANY exception while
+mapping one document (its partition key, its source, its contract, its envelope, its message,
+the size check) is permanent for that document: it is quarantined with the reason, the error
+type and message, and its aggregate is parked for the rest of the batch. Only I/O (the
+quarantine write, the publish, a ``TransientError`` from the size check) is transient; any
+other exception escaping I/O is reported as transient too, since retrying is the only safe
+answer when it is not known what was written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from events.core.contracts import ContractRegistry, describe_validation_error
+from events.core.documents import Document, partition_key_value
+from events.core.messages import OutgoingMessage, Router, to_message
+from events.core.publisher import Publisher
+from events.core.quarantine import QuarantineReason, QuarantineRecord, QuarantineStore
+from events.core.sources import Source, SourceContext
+from events.errors import (
+    EventTooLargeError,
+    InvalidDocumentError,
+    MappingError,
+    PublishUnavailableError,
+    StoreUnavailableError,
+    TransientError,
+)
+
+__all__ = ["BatchOutcome", "Feed", "Relay"]
+
+logger = logging.getLogger(__name__)
+
+_UNKNOWN = "<unknown>"
+#: Service Bus session ids (the partition key value) hold at most 128 characters.
+_MAX_SESSION_ID = 128
+
+
+@dataclass(frozen=True)
+class Feed:
+    """A monitored container and the sources that turn its documents into events."""
+
+    name: str
+    container: str
+    partition_key_path: str
+    sources: tuple[Source, ...]
+    source_uri: str
+    contracts: ContractRegistry
+
+    def context(self) -> SourceContext:
+        return SourceContext(
+            source_uri=self.source_uri, container=self.container, contracts=self.contracts
+        )
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What became of a batch. ``documents == mapped + quarantined + skipped``, where
+    ``mapped`` documents produced ``published`` events (``events`` is the same number)."""
+
+    documents: int
+    events: int
+    published: int
+    quarantined: int
+    skipped: int
+    sends: int
+
+
+@dataclass
+class _Plan:
+    messages: list[OutgoingMessage]
+    quarantined: list[QuarantineRecord]
+    blocked: set[str]
+    skipped: int = 0
+
+
+class _Parked(Exception):  # noqa: N818 - a control-flow signal, never raised out of the relay
+    """This document's aggregate is parked behind an earlier quarantined change."""
+
+
+def _reason(error: Exception) -> QuarantineReason:
+    if isinstance(error, _Parked):
+        return QuarantineReason.BLOCKED_BEHIND_QUARANTINED
+    if isinstance(error, EventTooLargeError):
+        return QuarantineReason.EVENT_TOO_LARGE
+    if isinstance(error, InvalidDocumentError | ValidationError):
+        return QuarantineReason.INVALID_DOCUMENT
+    if isinstance(error, MappingError):
+        return QuarantineReason.UNMAPPABLE
+    return QuarantineReason.MAPPING_FAILED
+
+
+def _error_text(error: Exception) -> str:
+    """The error for the record: our own messages name fields, never values; foreign
+    exceptions keep only their type in the log, their text in the record (in the database)."""
+    if isinstance(error, ValidationError):
+        return f"event envelope invalid: {describe_validation_error(error)}"
+    if isinstance(error, _Parked):
+        return "an earlier change of this aggregate is quarantined"
+    return str(error) or type(error).__name__
+
+
+def _printable(text: str) -> str:
+    """Text as is, or escaped when it holds line breaks or other unprintable characters (a
+    document id must not be able to forge log lines)."""
+    return text if text.isprintable() else ascii(text)
+
+
+class Relay:
+    def __init__(
+        self,
+        feed: Feed,
+        publisher: Publisher,
+        quarantine: QuarantineStore,
+        router: Router,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.feed = feed
+        self._publisher = publisher
+        self._quarantine = quarantine
+        self._router = router
+        self._clock = clock
+        self._context = feed.context()
+
+    def process(self, documents: Sequence[Document]) -> BatchOutcome:
+        plan = _Plan(messages=[], quarantined=[], blocked=set())
+        for document in documents:
+            self._plan_one(document, plan)
+        for record in plan.quarantined:
+            self._store(record)
+        sends = self._publish(plan.messages) if plan.messages else 0
+        outcome = BatchOutcome(
+            documents=len(documents),
+            events=len(plan.messages),
+            published=len(plan.messages),
+            quarantined=len(plan.quarantined),
+            skipped=plan.skipped,
+            sends=sends,
+        )
+        logger.info(
+            "batch relayed feed=%s documents=%d published=%d quarantined=%d skipped=%d sends=%d",
+            self.feed.name,
+            outcome.documents,
+            outcome.published,
+            outcome.quarantined,
+            outcome.skipped,
+            outcome.sends,
+        )
+        return outcome
+
+    def _plan_one(self, document: Document, plan: _Plan) -> None:
+        partition_key = _UNKNOWN
+        try:
+            partition_key = self._partition_key(document)
+            if partition_key in plan.blocked:
+                raise _Parked
+            messages = self._map(document, partition_key)
+        except TransientError:
+            raise  # the size check could not reach the broker: retry the whole batch
+        except Exception as exc:  # noqa: BLE001 - mapping is pure: any failure is this document's
+            self._park(document, partition_key, exc, plan)
+            return
+        if messages is None:
+            plan.skipped += 1
+        else:
+            plan.messages.extend(messages)
+
+    def _partition_key(self, document: Document) -> str:
+        value = partition_key_value(document, self.feed.partition_key_path)
+        if len(value) > _MAX_SESSION_ID:
+            raise InvalidDocumentError(
+                f"partition key value is longer than {_MAX_SESSION_ID} characters, "
+                "the Service Bus session id limit"
+            )
+        return value
+
+    def _map(self, document: Document, partition_key: str) -> list[OutgoingMessage] | None:
+        """The document's messages, size-checked; None when no source publishes anything for
+        it (no source claims it, or its source keeps it private)."""
+        source = next((s for s in self.feed.sources if s.claims(document)), None)
+        if source is None:
+            return None
+        events = source.to_events(document, partition_key, self._context)
+        if not events:
+            return None
+        messages = [to_message(event, self._router) for event in events]
+        for message in messages:
+            self._publisher.check(message)
+        return messages
+
+    def _store(self, record: QuarantineRecord) -> None:
+        try:
+            self._quarantine.put(record)
+        except TransientError:
+            raise
+        except Exception as exc:
+            raise StoreUnavailableError(
+                f"quarantine write of {record.id} failed: {type(exc).__name__}"
+            ) from exc
+
+    def _publish(self, messages: list[OutgoingMessage]) -> int:
+        try:
+            return self._publisher.publish(messages)
+        except TransientError:
+            raise
+        except Exception as exc:
+            raise PublishUnavailableError(
+                f"publishing {len(messages)} messages failed: {type(exc).__name__}"
+            ) from exc
+
+    def _park(self, document: Document, partition_key: str, error: Exception, plan: _Plan) -> None:
+        reason = _reason(error)
+        record = QuarantineRecord.of(
+            document,
+            feed=self.feed.name,
+            container=self.feed.container,
+            partition_key=partition_key,
+            reason=reason,
+            error=_error_text(error),
+            error_type=type(error).__name__,
+            quarantined_at=self._clock(),
+        )
+        plan.quarantined.append(record)
+        if partition_key != _UNKNOWN:
+            plan.blocked.add(partition_key)
+        # Our own errors name fields, never values; a foreign error's text may hold a value,
+        # so only its type is logged (the record keeps the text, inside the database).
+        detail = record.error if isinstance(error, MappingError | ValidationError) else ""
+        logger.warning(
+            "document quarantined feed=%s document_id=%s lsn=%s quarantine_id=%s reason=%s "
+            "error_type=%s %s",
+            self.feed.name,
+            _printable(record.document_id),
+            record.lsn,
+            record.id,
+            reason.value,
+            record.error_type,
+            detail,
+            extra={
+                "document_id": record.document_id,
+                "lsn": record.lsn,
+                "quarantine_id": record.id,
+                "error_type": record.error_type,
+            },
+        )

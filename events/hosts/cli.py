@@ -1,0 +1,89 @@
+"""Command line: ``python -m events <command>``.
+
+    run                 the relay as a long-running change-feed processor (same settings as
+                        the Function app)
+    dev [cosmos|servicebus] [...]
+                        the local dev stack: with no sub-command, the whole flow on one
+                        machine (servers, relay, demo writer and consumer)
+    schemas [--check]   export the event contracts' JSON Schemas to schemas/
+    quarantine list|redrive [--feed F] [ID ...]
+                        show quarantined documents; relay them again once fixed
+
+``dev`` lives in the repository's ``devstack`` package, which the Functions deployment does
+not ship; it is imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from events.deployment.contracts import default_registry
+
+SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+
+def _schemas(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m events schemas")
+    parser.add_argument("--check", action="store_true", help="fail if the files differ")
+    parser.add_argument("--out", type=Path, default=SCHEMAS_DIR)
+    args = parser.parse_args(argv)
+    registry = default_registry()
+    if args.check:
+        stale = [
+            name
+            for name, text in registry.schemas().items()
+            if not (args.out / name).is_file()
+            or (args.out / name).read_text(encoding="utf-8") != text
+        ]
+        for name in stale:
+            print(f"out of date: {args.out / name}", file=sys.stderr)
+        return 1 if stale else 0
+    for path in registry.export(args.out):
+        print(path)
+    return 0
+
+
+def _entry(module: str, function: str) -> Callable[[list[str]], int]:
+    def call(argv: list[str]) -> int:
+        try:
+            loaded = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            print(
+                f"{module} is not available ({exc.name} missing): the dev stack runs from a "
+                "clone of the repository after `make setup`",
+                file=sys.stderr,
+            )
+            return 2
+        entry: Callable[[list[str]], int] = getattr(loaded, function)
+        return entry(argv)
+
+    return call
+
+
+def _dev(argv: list[str]) -> int:
+    targets = {
+        "cosmos": _entry("devstack.cosmos", "main"),
+        "servicebus": _entry("devstack.servicebus.cli", "main"),
+    }
+    if argv and argv[0] in targets:
+        return targets[argv[0]](argv[1:])
+    return _entry("devstack.demo", "main")(argv)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "run": _entry("events.hosts.processor", "run_main"),
+    "dev": _dev,
+    "schemas": _schemas,
+    "quarantine": _entry("events.hosts.redrive", "main"),
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return COMMANDS[argv[0]](argv[1:])

@@ -1,0 +1,87 @@
+"""Azure Functions host: one Cosmos DB trigger per feed. The only module importing
+azure.functions.
+
+The Cosmos DB trigger checkpoints a batch even when the function raises, so every trigger
+carries a retry policy that retries forever with capped exponential backoff: a failed batch
+is redelivered, never skipped
+(https://learn.microsoft.com/azure/azure-functions/functions-bindings-error-pages#retries).
+A failing feed (a setting, a missing entity, a server that does not answer) logs one WARNING
+naming the feed and the cause when it starts failing and one INFO when it works again, not one
+per retry; the batch still raises every time, so the host retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import azure.functions as func
+
+from events.availability import AvailabilityLog
+from events.deployment.catalog import Deployment, FeedDefinition, load_deployment
+from events.deployment.settings import COSMOS_CONNECTION, DATABASE
+from events.hosts.runtime import Runtime, current
+
+__all__ = ["MAX_ITEMS_PER_INVOCATION", "RETRY_MAXIMUM_INTERVAL", "blueprint"]
+
+MAX_ITEMS_PER_INVOCATION = 100
+RETRY_MINIMUM_INTERVAL = "00:00:02"
+RETRY_MAXIMUM_INTERVAL = "00:05:00"
+
+logger = logging.getLogger(__name__)
+
+
+def _handler(
+    definition: FeedDefinition,
+    runtime: Callable[[], Runtime],
+    availability: AvailabilityLog,
+) -> Callable[[func.DocumentList], None]:
+    feed = f"feed {definition.function_name}"
+
+    def relay(documents: func.DocumentList) -> None:
+        try:
+            runtime().relay(definition.function_name).process([doc.to_dict() for doc in documents])
+        except Exception as exc:
+            availability.down(feed, f"{type(exc).__name__}: {exc}; the batch is retried")
+            # Raising (settings, transient error, or any bug) makes the host retry the batch.
+            raise
+        availability.up(feed)
+
+    relay.__name__ = definition.function_name
+    relay.__qualname__ = definition.function_name
+    return relay
+
+
+def blueprint(
+    runtime: Callable[[], Runtime] = current, deployment: Deployment | None = None
+) -> func.Blueprint:
+    """One trigger per feed of the declaration (default: the one shipped with the app), bound
+    to setting names, not values. A bad declaration raises SettingsError here, at start-up."""
+    declared = deployment if deployment is not None else load_deployment()
+    leases = declared.topology.cosmos.one("leases").setting
+    bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the library leaves it untyped
+    availability = AvailabilityLog(logger)
+    for definition in declared.feeds:
+        handler = _handler(definition, runtime, availability)
+        bp.function_name(definition.function_name)(
+            bp.retry(
+                strategy="exponential_backoff",
+                max_retry_count="-1",
+                minimum_interval=RETRY_MINIMUM_INTERVAL,
+                maximum_interval=RETRY_MAXIMUM_INTERVAL,
+            )(
+                bp.cosmos_db_trigger(
+                    arg_name="documents",
+                    connection=COSMOS_CONNECTION,
+                    database_name=f"%{DATABASE}%",
+                    container_name=f"%{definition.container_setting}%",
+                    lease_connection=COSMOS_CONNECTION,
+                    lease_database_name=f"%{DATABASE}%",
+                    lease_container_name=f"%{leases}%",
+                    lease_container_prefix=definition.lease_prefix,
+                    create_lease_container_if_not_exists=False,
+                    max_items_per_invocation=MAX_ITEMS_PER_INVOCATION,
+                )(handler)
+            )
+        )
+    return bp

@@ -1,0 +1,145 @@
+"""Operating the quarantine: list what is parked, re-drive it once the cause is fixed.
+
+``python -m events quarantine list [--feed F] [--limit N]``
+``python -m events quarantine redrive [--feed F] [--limit N] [ID ...]``
+
+Re-driving runs the stored document through the same relay as the feed it came from. When it
+now maps and publishes, the record is deleted; when it fails again, the relay quarantines it
+again under the same id with the new error, and it stays. Event ids are deterministic, so a
+re-drive of something already published is dropped by duplicate detection. A re-driven event
+arrives after later events of its aggregate: consumers see that from ``sequence``.
+Output names ids and reasons, never document bodies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from events.core.quarantine import QuarantineAdmin, QuarantineRecord
+from events.errors import RelayError, SettingsError
+from events.hosts.runtime import Runtime, check_resources
+
+__all__ = ["RedriveResult", "main", "redrive"]
+
+
+@dataclass(frozen=True)
+class RedriveResult:
+    record_id: str
+    published: int
+    resolved: bool
+
+
+def redrive(record: QuarantineRecord, runtime: Runtime, admin: QuarantineAdmin) -> RedriveResult:
+    """Relay one quarantined document again; delete its record when nothing is left parked."""
+    if record.document is None:
+        return RedriveResult(record.id, 0, resolved=False)  # too large to keep: see its record
+    outcome = runtime.relay(record.feed).process([record.document])
+    if outcome.quarantined:
+        return RedriveResult(record.id, 0, resolved=False)
+    admin.delete(record)
+    return RedriveResult(record.id, outcome.published, resolved=True)
+
+
+def _describe(record: QuarantineRecord) -> str:
+    return (
+        f"{record.id} feed={record.feed} document={record.document_id} lsn={record.lsn} "
+        f"reason={record.reason.value} at={record.quarantined_at.isoformat()}\n    {record.error}"
+    )
+
+
+def run(
+    command: str,
+    records: Sequence[QuarantineRecord],
+    runtime: Runtime,
+    admin: QuarantineAdmin,
+) -> int:
+    if command == "list":
+        for record in records:
+            print(_describe(record))
+        print(f"{len(records)} quarantined record(s)")
+        return 0
+    resolved = 0
+    for number, record in enumerate(records, start=1):
+        result = redrive(record, runtime, admin)
+        resolved += result.resolved
+        state = f"published={result.published}" if result.resolved else "still quarantined"
+        print(f"[{number}/{len(records)}] {record.id} {state}", flush=True)
+    print(f"re-driven={resolved} still-quarantined={len(records) - resolved}")
+    return 0 if resolved == len(records) else 1
+
+
+_MAX_LIMIT = 100_000
+
+
+def _limit(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 1 <= number <= _MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {_MAX_LIMIT}, not {value}")
+    return number
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m events quarantine")
+    parser.add_argument("command", choices=["list", "redrive"])
+    parser.add_argument("ids", nargs="*", help="record ids (default: every listed record)")
+    parser.add_argument("--feed", default=None, help="only records of this feed")
+    parser.add_argument("--limit", type=_limit, default=100, help="at most this many records")
+    parser.add_argument(
+        "--insecure-local", action="store_true", help="do not verify TLS (loopback dev server)"
+    )
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.ERROR)
+    # Adapters are imported here so that importing this module stays cheap.
+    from events.adapters.cosmos.client import (  # noqa: PLC0415
+        cosmos_client,
+        quiet_loopback_tls_warnings,
+    )
+    from events.adapters.cosmos.stores import CosmosQuarantine  # noqa: PLC0415
+
+    verify_tls = not args.insecure_local
+    if not verify_tls:
+        quiet_loopback_tls_warnings()
+    try:
+        runtime = Runtime.from_environment(os.environ, verify_tls=verify_tls)
+        problems = check_resources(runtime, verify_tls=verify_tls)
+        if problems:
+            print(f"python -m events quarantine: {problems[0]}", file=sys.stderr)
+            return 1
+        settings = runtime.settings
+        client = cosmos_client(
+            settings.cosmos, verify_tls=verify_tls, timeout=settings.cosmos_timeout
+        )
+        container = client.get_database_client(settings.database).get_container_client(
+            settings.role("quarantine")
+        )
+        admin = CosmosQuarantine(container)
+        records = admin.list(args.feed, args.limit)
+        if args.ids:
+            wanted = set(args.ids)
+            records = [r for r in records if r.id in wanted]
+            missing = wanted - {r.id for r in records}
+            if missing:
+                print(
+                    f"not found (or beyond --limit): {', '.join(sorted(missing))}", file=sys.stderr
+                )
+                return 2
+        return run(args.command, records, runtime, admin)
+    except SettingsError as exc:
+        print(f"python -m events quarantine: {exc}", file=sys.stderr)
+        return 2
+    except RelayError as exc:
+        print(f"python -m events quarantine: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
