@@ -40,8 +40,8 @@ from typing import Any
 from azure.cosmos import ContainerProxy, PartitionKey
 
 from devstack.cosmos import LocalCosmos, quiet_loopback_tls_warnings
-from events.changefeed import ChangeFeedProcessor
 from events.adapters.cosmos.changefeed import CosmosChangeFeed, CosmosLeaseStore
+from events.changefeed import ChangeFeedProcessor
 from events.changefeed.feed import FeedRange
 from events.changefeed.leases import Lease
 

@@ -18,7 +18,6 @@ Relay rounds include the relay's start-up (interpreter, SDK imports, lease acqui
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import threading
@@ -36,11 +35,11 @@ from azure.servicebus.exceptions import MessageSizeExceededError
 from devstack.cosmos import quiet_loopback_tls_warnings
 from devstack.demo import Consumer, Ledger, Relay, Writer, local_stack, relay_environment
 from devstack.servicebus import LocalServiceBus
-from events.deployment import settings
+from events.adapters.cosmos.stores import CosmosInbox
+from events.adapters.servicebus import to_sdk_message
 from events.core.envelope import IntegrationEvent
 from events.core.messages import OutgoingMessage, Router, to_message
-from events.adapters.servicebus import to_sdk_message
-from events.adapters.cosmos.stores import CosmosInbox
+from events.deployment.catalog import load_deployment
 from events.deployment.topology import load_topology
 
 _DRAIN_SECONDS = 90.0
@@ -157,8 +156,8 @@ def _relay_round(
 
 
 def _router() -> Router:
-    routes: dict[str, str] = json.loads(settings.DEFAULTS[settings.ROUTES])
-    return Router(default=settings.DEFAULTS[settings.DEFAULT_DESTINATION], routes=routes)
+    declared = load_deployment().topology.service_bus
+    return Router(default=declared.default_destination, routes=declared.routes)
 
 
 def _send_batched(client: ServiceBusClient, messages: Sequence[OutgoingMessage]) -> None:

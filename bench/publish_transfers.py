@@ -1,9 +1,10 @@
 """AMQP transfers per published message: ServiceBusPublisher vs. the fewest possible.
 
 N integration-event messages are built with the real mapping (outbox, CDC and event-store
-documents as the change feed delivers them -> ``events.core.sources`` -> ``events.core.messages``), most
-of them small and a few of 60-120 kB so that batches split, and published in order with
-``ServiceBusPublisher`` to the local broker. The broker counts the transfers (one per send).
+documents as the change feed delivers them -> ``events.core.sources`` ->
+``events.core.messages``), most of them small and a few of 60-120 kB so that batches split,
+and published in order with ``ServiceBusPublisher`` to the local broker. The broker counts the
+transfers (one per send).
 
 Printed: the transfers used; the minimum (the fewest in-order batches that fit the broker's
 batch limit); N, the count for one send per message; transfers/minimum (goal 1.0) and
@@ -27,7 +28,6 @@ batch of any other packing, and it cannot need more batches.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
@@ -41,19 +41,19 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessageBatch, ServiceBu
 from azure.servicebus._pyamqp._encode import encode_payload
 
 from devstack.servicebus import LocalServiceBus
+from events.adapters.servicebus import BATCH_HEADROOM, ServiceBusPublisher, pack, to_sdk_message
+from events.core.documents import partition_key_value
+from events.core.messages import OutgoingMessage, Router, to_message
+from events.core.publisher import group_by_destination
+from events.core.sources import SourceContext, outbox_document, stream_event_document
 from events.deployment import settings
-from events.deployment.catalog import FEEDS
+from events.deployment.catalog import load_deployment
 from events.deployment.contracts import (
     OrderPlacedV1,
     OrderShippedV1,
     default_registry,
 )
-from events.core.documents import partition_key_value
 from events.errors import PublishUnavailableError
-from events.core.messages import OutgoingMessage, Router, to_message
-from events.core.publisher import group_by_destination
-from events.adapters.servicebus import BATCH_HEADROOM, ServiceBusPublisher, pack, to_sdk_message
-from events.core.sources import SourceContext, outbox_document, stream_event_document
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 _LARGE_BYTES = (60_000, 120_000)
@@ -61,8 +61,8 @@ _SMALL_KINDS = ("placed", "upserted", "shipped", "authorized", "captured")
 
 
 def _router() -> Router:
-    routes: dict[str, str] = json.loads(settings.DEFAULTS[settings.ROUTES])
-    return Router(default=settings.DEFAULTS[settings.DEFAULT_DESTINATION], routes=routes)
+    declared = load_deployment().topology.service_bus
+    return Router(default=declared.default_destination, routes=declared.routes)
 
 
 def _traceparent(rng: random.Random) -> str:
@@ -140,9 +140,9 @@ def build_messages(count: int, large: int, seed: int, tag: str) -> list[Outgoing
     kinds = [rng.choice(_SMALL_KINDS) for _ in range(count - large)] + ["large"] * large
     rng.shuffle(kinds)
     registry = default_registry()
-    feeds = {definition.function_name: definition for definition in FEEDS}
+    feeds = {definition.function_name: definition for definition in load_deployment().feeds}
     router = _router()
-    prefix = settings.DEFAULTS[settings.EVENT_SOURCE]
+    prefix = settings.setting_defaults(load_deployment().topology)[settings.EVENT_SOURCE]
     messages: list[OutgoingMessage] = []
     for i, kind in enumerate(kinds):
         document = _document(kind, i, tag, rng)

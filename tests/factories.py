@@ -6,16 +6,21 @@ import itertools
 from datetime import UTC, datetime
 from typing import Any
 
-from events.deployment.catalog import FEEDS
-from events.deployment.contracts import OrderDeletedV1, OrderPlacedV1, OrderShippedV1, OrderUpsertedV1
 from events.core.messages import Router
 from events.core.publisher import InMemoryPublisher
 from events.core.quarantine import InMemoryQuarantine
-from events.core.relay import Relay
-from events.hosts.runtime import Runtime, build_feed
-from events.deployment.settings import Settings, load_settings
+from events.core.relay import Feed, Relay
 from events.core.sources import CdcRule, outbox_document, stream_event_document
 from events.core.sources.outbox import outbox_event_id
+from events.deployment.catalog import Deployment, FeedDefinition, load_deployment
+from events.deployment.contracts import (
+    OrderDeletedV1,
+    OrderPlacedV1,
+    OrderShippedV1,
+    OrderUpsertedV1,
+)
+from events.deployment.settings import Settings, load_settings
+from events.hosts.runtime import Runtime, build_feed
 
 #: The example declaration's CDC rule for Order documents, as the catalog builds it.
 ORDER_CDC = CdcRule(
@@ -127,8 +132,21 @@ LOCAL_ENV = {
 }
 
 
+#: The example declaration, as shipped (infra/topology.json with this deployment's contracts).
+DEPLOYMENT: Deployment = load_deployment()
+
+
 def settings() -> Settings:
-    return load_settings(LOCAL_ENV)
+    return load_settings(LOCAL_ENV, DEPLOYMENT.topology)
+
+
+def feed_definition(name: str = "relay_orders") -> FeedDefinition:
+    return DEPLOYMENT.feed(name)
+
+
+def feed(name: str = "relay_orders") -> Feed:
+    """The relay's view of a declared feed, with the local settings."""
+    return build_feed(feed_definition(name), settings(), DEPLOYMENT)
 
 
 def in_memory_runtime(
@@ -137,7 +155,7 @@ def in_memory_runtime(
     config = settings()
     pub = publisher or InMemoryPublisher(["integration-events", "payments"])
     store = quarantine or InMemoryQuarantine()
-    return Runtime.assemble(config, pub, store), pub, store
+    return Runtime.assemble(config, DEPLOYMENT, pub, store), pub, store
 
 
 def orders_relay(
@@ -145,6 +163,4 @@ def orders_relay(
 ) -> Relay:
     config = settings()
     router = Router(default=config.default_destination, routes=config.routes)
-    return Relay(
-        build_feed(FEEDS[0], config), publisher, quarantine, router, clock=lambda: clock_time
-    )
+    return Relay(feed(), publisher, quarantine, router, clock=lambda: clock_time)

@@ -21,10 +21,10 @@ from azure.servicebus.exceptions import OperationTimeoutError, ServiceBusError
 
 from devstack.demo.ledger import Ledger
 from devstack.demo.printer import Printer
+from events.adapters.cosmos.stores import CosmosInbox
 from events.core.consumer import IdempotentConsumer
 from events.core.envelope import IntegrationEvent
 from events.core.messages import event_from_message
-from events.adapters.cosmos.stores import CosmosInbox
 
 __all__ = ["Consumer"]
 

@@ -8,10 +8,10 @@ import threading
 from azure.cosmos import DatabaseProxy
 
 from devstack.demo.ledger import Ledger
-from events.deployment.contracts import OrderPlacedV1, OrderShippedV1
 from events.adapters.cosmos.eventstore import EventStore, NewEvent
 from events.adapters.cosmos.outbox import OutboxEvent, OutboxWriter
 from events.core.sources.eventstore import eventstore_event_id
+from events.deployment.contracts import OrderPlacedV1, OrderShippedV1
 
 __all__ = ["Writer"]
 

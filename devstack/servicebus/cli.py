@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from events.errors import SettingsError
 from events.deployment.topology import DEFAULT_TOPOLOGY
+from events.errors import SettingsError
 
 from .errors import LocalServiceBusError
 from .server import LocalServiceBus

@@ -17,7 +17,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from events.deployment.topology import QueueSpec, SubscriptionSpec, TopicSpec, Topology, iso_duration_seconds
+from events.deployment.topology import (
+    QueueSpec,
+    SubscriptionSpec,
+    TopicSpec,
+    Topology,
+    iso_duration_seconds,
+)
 
 from .filters import Predicate, compile_rules
 from .messages import MessageFacts, StoredMessage

@@ -235,9 +235,13 @@ def _service_bus(environ: Mapping[str, str], problems: list[str]) -> ServiceBusC
     return ServiceBusConnection(SERVICEBUS_CONNECTION, conn, namespace, credential, client_id)
 
 
-def _name(environ: Mapping[str, str], key: str, default: str, problems: list[str]) -> str:
+def _name(
+    environ: Mapping[str, str], key: str, default: str, problems: list[str], *, path: bool = False
+) -> str:
+    """A resource name (or, with ``path``, a URI path such as the CloudEvents source)."""
     value = environ.get(key, "").strip() or default
-    if len(value) > _MAX_ENTITY_NAME or any(c in value for c in "\\?#/"):
+    refused = "\\?#" if path else "\\?#/"
+    if len(value) > _MAX_ENTITY_NAME or any(c in value for c in refused):
         problems.append(f"{key} is not a valid name: {value!r}")
     return value
 
@@ -260,7 +264,7 @@ def load_settings(environ: Mapping[str, str], topology: Topology) -> Settings:
         roles=MappingProxyType(
             {c.role: c.name for c in topology.cosmos.containers if c.role in single}
         ),
-        event_source=_name(environ, EVENT_SOURCE, _EVENT_SOURCE_DEFAULT, problems),
+        event_source=_name(environ, EVENT_SOURCE, _EVENT_SOURCE_DEFAULT, problems, path=True),
         default_destination=topology.service_bus.default_destination,
         routes=MappingProxyType(dict(topology.service_bus.routes)),
         cosmos_timeout=_timeout(environ, COSMOS_TIMEOUT, problems),

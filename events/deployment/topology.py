@@ -234,7 +234,7 @@ def _check_feed(container: str, feed: FeedSpec) -> None:
     _unique(f"CDC document type in {where}:", [rule.document_type for rule in feed.cdc])
 
 
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "infra" / "topology.json"
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "infra" / "topology.json"
 
 
 def load_topology(path: Path = DEFAULT_TOPOLOGY) -> Topology:

@@ -144,14 +144,6 @@ var baseSettings = [
     name: 'RELAY_EVENT_SOURCE'
     value: eventSource
   }
-  {
-    name: 'RELAY_DEFAULT_DESTINATION'
-    value: topology.serviceBus.defaultDestination
-  }
-  {
-    name: 'RELAY_ROUTES'
-    value: string(topology.serviceBus.routes)
-  }
 ]
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

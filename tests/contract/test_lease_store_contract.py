@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.cosmos import DatabaseProxy, PartitionKey
 
-from events.changefeed import FeedRange, InMemoryLeaseStore, Lease, LeaseManager, LeaseStore
 from events.adapters.cosmos.changefeed import CosmosLeaseStore
+from events.changefeed import FeedRange, InMemoryLeaseStore, Lease, LeaseManager, LeaseStore
 from events.changefeed.errors import LeaseLostError
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

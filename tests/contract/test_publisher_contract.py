@@ -11,10 +11,10 @@ import pytest
 from azure.servicebus import ServiceBusClient
 
 from devstack.servicebus import LocalServiceBus
-from events.errors import EventTooLargeError, PublishUnavailableError
+from events.adapters.servicebus import ServiceBusPublisher
 from events.core.messages import OutgoingMessage
 from events.core.publisher import InMemoryPublisher, Publisher
-from events.adapters.servicebus import ServiceBusPublisher
+from events.errors import EventTooLargeError, PublishUnavailableError
 
 Delivered = tuple[str, str, str, str, bytes, dict[str, str]]
 

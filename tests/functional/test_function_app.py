@@ -9,14 +9,13 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from events.deployment import settings
-from events.deployment.catalog import FEEDS
-from events.errors import PublishUnavailableError, SettingsError
 from events.core.publisher import InMemoryPublisher
 from events.core.quarantine import InMemoryQuarantine
-from events.hosts.runtime import Runtime
+from events.deployment import settings
 from events.deployment.topology import iso_duration_seconds, load_topology
+from events.errors import PublishUnavailableError, SettingsError
 from events.hosts.functions import blueprint
+from events.hosts.runtime import Runtime
 from tests import factories
 from tests.app_functions import registered_functions
 
@@ -34,7 +33,7 @@ def _functions(app: func.FunctionApp) -> dict[str, Any]:
 def test_app_registers_one_cosmos_trigger_per_feed() -> None:
     functions = {fn.get_function_name(): fn for fn in registered_functions()}
 
-    assert set(functions) == {f.function_name for f in FEEDS}
+    assert set(functions) == {f.function_name for f in factories.DEPLOYMENT.feeds}
     for fn in functions.values():
         assert _bindings(fn)["type"] == "cosmosDBTrigger"
 
@@ -45,7 +44,7 @@ def test_app_triggers_use_setting_names_and_never_create_the_lease_container() -
         assert binding["connection"] == settings.COSMOS_CONNECTION
         assert binding["leaseConnection"] == settings.COSMOS_CONNECTION
         assert binding["databaseName"] == f"%{settings.DATABASE}%"
-        assert binding["leaseContainerName"] == f"%{settings.LEASES_CONTAINER}%"
+        assert binding["leaseContainerName"] == "%RELAY_LEASES_CONTAINER%"
         assert binding["containerName"].startswith("%")
         assert binding["createLeaseContainerIfNotExists"] is False
         assert binding["maxItemsPerInvocation"] > 0
@@ -158,7 +157,9 @@ def test_app_function_failing_retries_log_one_warning_and_one_recovery(
             relay_orders(documents)
     relay_orders(documents)
 
-    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "events.hosts.functions"]
+    lines = [
+        (r.levelno, r.getMessage()) for r in caplog.records if r.name == "events.hosts.functions"
+    ]
     assert [level for level, _ in lines] == [logging.WARNING, logging.INFO]
     assert "feed relay_orders" in lines[0][1]
     assert "PublishUnavailableError" in lines[0][1]

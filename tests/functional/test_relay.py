@@ -6,13 +6,11 @@ import logging
 
 import pytest
 
-from events.deployment.catalog import FEEDS
-from events.errors import PublishUnavailableError, StoreUnavailableError, is_transient
 from events.core.messages import Router
 from events.core.publisher import InMemoryPublisher
 from events.core.quarantine import InMemoryQuarantine, QuarantineReason
 from events.core.relay import Relay
-from events.hosts.runtime import build_feed
+from events.errors import PublishUnavailableError, StoreUnavailableError, is_transient
 from tests import factories
 
 
@@ -167,7 +165,7 @@ def test_relay_quarantine_store_down_raises_transient_and_publishes_nothing() ->
 
     publisher = InMemoryPublisher(["integration-events"])
     relay = Relay(
-        build_feed(FEEDS[0], factories.settings()),
+        factories.feed(),
         publisher,
         DownQuarantine(),
         Router(default="integration-events"),

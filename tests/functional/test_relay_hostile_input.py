@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 
-from events.deployment.catalog import FEEDS
-from events.errors import PublishUnavailableError, StoreUnavailableError
 from events.core.messages import OutgoingMessage, Router
 from events.core.publisher import InMemoryPublisher, Publisher
 from events.core.quarantine import (
@@ -24,8 +22,8 @@ from events.core.quarantine import (
     QuarantineStore,
 )
 from events.core.relay import Relay
-from events.hosts.runtime import build_feed
 from events.core.sources import Source
+from events.errors import PublishUnavailableError, StoreUnavailableError
 from tests import factories
 
 
@@ -41,7 +39,7 @@ def _orders_relay(
 ) -> Relay:
     """The orders feed's relay with injected ports, and extra sources tried first."""
     config = factories.settings()
-    feed = build_feed(FEEDS[0], config)
+    feed = factories.feed()
     feed = replace(feed, sources=(*extra_sources, *feed.sources))
     return Relay(feed, publisher, quarantine, Router(config.default_destination, config.routes))
 

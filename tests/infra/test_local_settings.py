@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from events.deployment.settings import APP_SETTINGS, DEFAULTS
+from events.deployment.settings import app_settings, setting_defaults
+from events.deployment.topology import load_topology
 from tests.infra.bicep import INFRA, REPO, bicep_files
 
 pytestmark = pytest.mark.infra
@@ -36,9 +37,10 @@ def _values() -> dict[str, Any]:
 def test_local_settings_example_covers_every_setting_the_code_reads() -> None:
     values = _values()
     # Locally `NAME` holds a connection string where Azure uses `NAME__accountEndpoint` etc.
-    needed = {name.split("__")[0] for name in APP_SETTINGS}
+    needed = {name.split("__")[0] for name in app_settings(load_topology())}
     assert needed - set(values) == set()
-    assert {k: values[k] for k in DEFAULTS} == dict(DEFAULTS)
+    defaults = setting_defaults(load_topology())
+    assert {k: values[k] for k in defaults} == defaults
 
 
 def test_local_settings_example_runs_python_on_azurite_and_emulators() -> None:

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from events.deployment.settings import APP_SETTINGS, DEFAULTS
+from events.deployment.settings import app_settings, setting_defaults
 from events.deployment.topology import Topology, iso_duration_seconds, load_topology
+from events.deployment.topology import load_topology as _load_topology
 from tests.infra.bicep import (
     INFRA,
     Declaration,
@@ -258,8 +259,7 @@ def _retry_policies() -> dict[str, dict[str, Any]]:
 
 def test_bicep_app_settings_cover_every_setting_the_code_reads(topology: Topology) -> None:
     settings = _app_settings(topology)
-    assert set(APP_SETTINGS) - settings.names == set()
-    assert set(DEFAULTS) - settings.names == set()
+    assert set(app_settings(topology)) - settings.names == set()
 
 
 def test_bicep_app_settings_use_the_managed_identity_everywhere(topology: Topology) -> None:
@@ -306,7 +306,7 @@ def test_bicep_app_settings_cover_every_binding_expression_and_connection(
 
 def _resolve(value: str) -> str:
     match = re.fullmatch(r"%([^%]+)%", value)
-    return DEFAULTS[match.group(1)] if match else value
+    return setting_defaults(_load_topology())[match.group(1)] if match else value
 
 
 def test_trigger_bindings_match_topology_feeds_and_leases(topology: Topology) -> None:
@@ -401,10 +401,8 @@ def test_topology_every_entity_is_a_relay_destination(topology: Topology) -> Non
 def test_settings_defaults_equal_topology_names(topology: Topology) -> None:
     expected = {c.setting: c.name for c in topology.cosmos.containers}
     expected["RELAY_DATABASE"] = topology.cosmos.database
-    expected["RELAY_DEFAULT_DESTINATION"] = topology.service_bus.default_destination
-    actual = {k: v for k, v in DEFAULTS.items() if k in expected}
+    actual = {k: v for k, v in setting_defaults(topology).items() if k in expected}
     assert actual == expected
-    assert json.loads(DEFAULTS["RELAY_ROUTES"]) == dict(topology.service_bus.routes)
 
 
 def test_settings_event_source_default_equals_bicep_parameter_default() -> None:
@@ -412,5 +410,6 @@ def test_settings_event_source_default_equals_bicep_parameter_default() -> None:
     main = (INFRA / "main.bicep").read_text()
     (bicep_default,) = re.findall(r"param eventSource string = '([^']*)'", main)
     parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
-    assert bicep_default == DEFAULTS["RELAY_EVENT_SOURCE"]
-    assert parameters["eventSource"]["value"].endswith(f"={DEFAULTS['RELAY_EVENT_SOURCE']}}}")
+    default = setting_defaults(_load_topology())["RELAY_EVENT_SOURCE"]
+    assert bicep_default == default
+    assert parameters["eventSource"]["value"].endswith(f"={default}}}")

@@ -22,12 +22,12 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events.deployment.contracts import EventPayload, default_registry
 from events.core.documents import SYSTEM_FIELDS
-from events.errors import TransientError
 from events.core.messages import CLOUDEVENTS_PREFIX
 from events.core.publisher import InMemoryPublisher
 from events.core.quarantine import InMemoryQuarantine, QuarantineReason
+from events.deployment.contracts import EventPayload, default_registry
+from events.errors import TransientError
 from tests import factories
 
 Doc = dict[str, Any]

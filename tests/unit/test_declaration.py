@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from events.deployment.catalog import build_feeds
-from events.errors import SettingsError
 from events.core.sources import CdcSource, EventStoreSource, OutboxSource
+from events.deployment.catalog import build_feeds
 from events.deployment.topology import DEFAULT_TOPOLOGY
+from events.errors import SettingsError
 
 Declaration = dict[str, Any]
 

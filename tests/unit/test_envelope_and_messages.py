@@ -8,10 +8,10 @@ import pytest
 from cloudevents.core.bindings.amqp import AMQPMessage, from_binary_event
 from pydantic import ValidationError
 
-from events.deployment.contracts import default_registry
 from events.core.envelope import IntegrationEvent, deterministic_id, sequence_of
 from events.core.messages import Router, event_from_message, to_message
 from events.core.sources import CdcSource, OutboxSource, SourceContext
+from events.deployment.contracts import default_registry
 from tests import factories
 from tests.factories import ORDER_CDC
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import events
-from events.__main__ import SCHEMAS_DIR
 from events.deployment.contracts import default_registry
+from events.hosts.cli import SCHEMAS_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,6 +20,19 @@ def test_public_api_is_exactly_what_all_names() -> None:
 
     assert sorted(events.__all__) == sorted(public - modules)
     assert len(events.__all__) == len(set(events.__all__))
+
+
+def test_public_api_import_loads_no_azure_sdk_until_an_adapter_is_used() -> None:
+    probe = (
+        "import sys, events; before = sorted(m for m in sys.modules if m.startswith('azure')); "
+        "events.OutboxWriter; after = any(m.startswith('azure.cosmos') for m in sys.modules); "
+        "print(before, after)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.strip() == "[] True"
 
 
 def test_schemas_committed_files_equal_the_contracts() -> None:

@@ -13,8 +13,8 @@ from azure.servicebus.exceptions import (
     ServiceBusConnectionError,
 )
 
-from events.errors import PublishUnavailableError, SettingsError
 from events.adapters.servicebus import ServiceBusPublisher
+from events.errors import PublishUnavailableError, SettingsError
 
 
 class _RefusingSender:
@@ -41,13 +41,15 @@ class _Client:
 
 
 def _publisher(error: Exception) -> ServiceBusPublisher:
-    return ServiceBusPublisher(cast(ServiceBusClient, _Client(error)), timeout=30.0)
+    return ServiceBusPublisher(
+        cast(ServiceBusClient, _Client(error)), timeout=30.0, setting="RELAY_SERVICEBUS"
+    )
 
 
 @pytest.mark.parametrize(
     ("error", "named"),
     [
-        (MessagingEntityNotFoundError(message="put-token 404"), "RELAY_ROUTES"),
+        (MessagingEntityNotFoundError(message="put-token 404"), "routes in the declaration"),
         (ServiceBusAuthenticationError(message="put-token 401"), "RELAY_SERVICEBUS"),
     ],
 )

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from events.errors import SettingsError
-from events.deployment.settings import DEFAULTS, load_settings
+from events.deployment.settings import Settings, load_settings, setting_defaults
 from events.deployment.topology import DEFAULT_TOPOLOGY, iso_duration_seconds, load_topology
+from events.errors import SettingsError
+
+TOPOLOGY = load_topology()
+
+
+def _load(environ: dict[str, str]) -> Settings:
+    return load_settings(environ, TOPOLOGY)
+
 
 LOCAL = {
     "RELAY_COSMOS": "AccountEndpoint=https://127.0.0.1:8081/;AccountKey=a2V5;",
@@ -26,18 +33,19 @@ AZURE = {
 
 
 def test_settings_local_connection_strings_and_defaults() -> None:
-    settings = load_settings(LOCAL)
+    settings = _load(LOCAL)
 
     assert settings.cosmos.connection_string == LOCAL["RELAY_COSMOS"]
     assert settings.service_bus.connection_string == LOCAL["RELAY_SERVICEBUS"]
     assert settings.database == "relay"
-    assert settings.containers.leases == "leases"
+    assert settings.role("leases") == "leases"
+    assert settings.container("orders") == "orders"
     assert settings.default_destination == "integration-events"
     assert dict(settings.routes) == {"PaymentCaptured": "payments"}
 
 
 def test_settings_azure_identity_names_endpoint_credential_and_client_id() -> None:
-    settings = load_settings(AZURE)
+    settings = _load(AZURE)
 
     assert settings.cosmos.account_endpoint == AZURE["RELAY_COSMOS__accountEndpoint"]
     assert settings.cosmos.credential == "managedidentity"
@@ -48,7 +56,7 @@ def test_settings_azure_identity_names_endpoint_credential_and_client_id() -> No
 
 def test_settings_missing_connections_name_both_settings_in_one_error() -> None:
     with pytest.raises(SettingsError) as raised:
-        load_settings({})
+        _load({})
 
     message = str(raised.value)
     assert "RELAY_COSMOS__accountEndpoint" in message
@@ -58,8 +66,6 @@ def test_settings_missing_connections_name_both_settings_in_one_error() -> None:
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        ("RELAY_ROUTES", "{not json", "RELAY_ROUTES must be a JSON object"),
-        ("RELAY_ROUTES", '["payments"]', "RELAY_ROUTES must be a JSON object"),
         ("RELAY_COSMOS__credential", "password", "RELAY_COSMOS__credential"),
         ("RELAY_LEASES_CONTAINER", "bad?name", "RELAY_LEASES_CONTAINER"),
         ("RELAY_COSMOS", "AccountEndpoint=https://h:8081/;AccountKey=not*base64;", "AccountKey"),
@@ -76,23 +82,37 @@ def test_settings_bad_value_is_refused_naming_the_setting(
     name: str, value: str, expected: str
 ) -> None:
     with pytest.raises(SettingsError, match=expected):
-        load_settings({**LOCAL, name: value})
+        _load({**LOCAL, name: value})
 
 
 def test_settings_timeouts_default_and_override_read_as_seconds() -> None:
-    default = load_settings(LOCAL)
-    tuned = load_settings({**LOCAL, "RELAY_COSMOS_TIMEOUT": "5", "RELAY_SERVICEBUS_TIMEOUT": "2.5"})
+    default = _load(LOCAL)
+    tuned = _load({**LOCAL, "RELAY_COSMOS_TIMEOUT": "5", "RELAY_SERVICEBUS_TIMEOUT": "2.5"})
 
     assert (default.cosmos_timeout, default.servicebus_timeout) == (30.0, 30.0)
     assert (tuned.cosmos_timeout, tuned.servicebus_timeout) == (5.0, 2.5)
 
 
 def test_settings_destinations_default_and_routes_each_once() -> None:
-    settings = load_settings(
-        {**LOCAL, "RELAY_ROUTES": json.dumps({"A": "payments", "B": "integration-events"})}
+    topology = TOPOLOGY.model_copy(
+        update={
+            "service_bus": TOPOLOGY.service_bus.model_copy(
+                update={"routes": {"A": "payments", "B": "integration-events"}}
+            )
+        }
     )
 
+    settings = load_settings(LOCAL, topology)
+
     assert settings.destinations == ["integration-events", "payments"]
+
+
+def test_settings_every_container_the_declaration_names_is_read_from_its_setting() -> None:
+    settings = _load({**LOCAL, "RELAY_ORDERS_CONTAINER": "orders-v2"})
+
+    assert settings.container("orders") == "orders-v2"
+    assert settings.container("eventstore") == "eventstore"
+    assert settings.container_settings["orders"] == "RELAY_ORDERS_CONTAINER"
 
 
 def test_settings_namespace_given_as_url_is_refused() -> None:
@@ -102,18 +122,18 @@ def test_settings_namespace_given_as_url_is_refused() -> None:
     }
 
     with pytest.raises(SettingsError, match="host name"):
-        load_settings(environ)
+        _load(environ)
 
 
-def test_settings_defaults_agree_with_the_topology() -> None:
-    topology = load_topology()
-    by_setting = {c.setting: c.name for c in topology.cosmos.containers}
+def test_settings_defaults_are_what_the_topology_declares() -> None:
+    defaults = setting_defaults(TOPOLOGY)
+    settings = _load(LOCAL)
 
-    for setting, name in by_setting.items():
-        assert DEFAULTS[setting] == name
-    assert DEFAULTS["RELAY_DATABASE"] == topology.cosmos.database
-    assert DEFAULTS["RELAY_DEFAULT_DESTINATION"] == topology.service_bus.default_destination
-    assert json.loads(DEFAULTS["RELAY_ROUTES"]) == topology.service_bus.routes
+    for container in TOPOLOGY.cosmos.containers:
+        assert defaults[container.setting] == container.name
+    assert defaults["RELAY_DATABASE"] == TOPOLOGY.cosmos.database
+    assert settings.default_destination == TOPOLOGY.service_bus.default_destination
+    assert dict(settings.routes) == TOPOLOGY.service_bus.routes
 
 
 @pytest.mark.parametrize(

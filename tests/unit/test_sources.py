@@ -6,15 +6,13 @@ import random
 
 import pytest
 
-from events.deployment.catalog import FEEDS
-from events.deployment.contracts import OrderPlacedV1, OrderUpsertedV1, default_registry
 from events.core.documents import SYSTEM_FIELDS
 from events.core.envelope import sequence_of
-from events.errors import InvalidDocumentError, MappingError
-from events.hosts.runtime import build_feed
 from events.core.sources import CdcRule, CdcSource, EventStoreSource, OutboxSource, SourceContext
 from events.core.sources.cdc import cdc_event_id
 from events.core.sources.eventstore import eventstore_event_id
+from events.deployment.contracts import OrderPlacedV1, OrderUpsertedV1, default_registry
+from events.errors import InvalidDocumentError, MappingError
 from tests import factories
 from tests.factories import ORDER_CDC
 
@@ -201,7 +199,7 @@ def test_eventstore_document_without_version_is_invalid() -> None:
 
 
 def test_catalog_feeds_source_uri_names_database_and_container() -> None:
-    feed = build_feed(FEEDS[1], factories.settings())
+    feed = factories.feed("relay_eventstore")
 
     assert feed.source_uri == "/integration-relay/relay/eventstore"
     assert feed.partition_key_path == "/streamId"

@@ -16,8 +16,8 @@ from typing import Any
 import urllib3
 from azure.cosmos import CosmosClient
 
-from events.changefeed import ChangeFeedProcessor
 from events.adapters.cosmos.changefeed import CosmosChangeFeed, CosmosLeaseStore
+from events.changefeed import ChangeFeedProcessor
 
 
 def main(argv: list[str]) -> int:

@@ -15,8 +15,8 @@ import pytest
 from azure.cosmos import ContainerProxy, DatabaseProxy, PartitionKey
 
 from devstack.cosmos import LocalCosmos
-from events.changefeed import Backoff, ChangeFeedProcessor, estimate_lag
 from events.adapters.cosmos.changefeed import CosmosChangeFeed, CosmosLeaseStore
+from events.changefeed import Backoff, ChangeFeedProcessor, estimate_lag
 from events.errors import PublishUnavailableError
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,9 @@ def test_processor_restart_resumes_from_checkpoint_without_loss_or_repeat(
     _drain([restarted])
 
     assert Counter(seen) == Counter(first_ids + second_ids)
-    assert estimate_lag(monitored, CosmosLeaseStore(leases), "it.") == {"it.00-FF": 0}
+    assert estimate_lag(CosmosChangeFeed(monitored), CosmosLeaseStore(leases), "it.") == {
+        "it.00-FF": 0
+    }
 
 
 def test_processor_two_instances_share_leases_each_change_once(

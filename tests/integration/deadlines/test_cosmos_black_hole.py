@@ -15,11 +15,11 @@ from azure.cosmos import CosmosClient, PartitionKey
 
 from devstack.cosmos import LocalCosmos
 from events.adapters.cosmos.changefeed import CosmosChangeFeed, CosmosLeaseStore
-from events.changefeed.feed import FeedRange
-from events.errors import StoreUnavailableError
-from events.deployment.settings import CosmosConnection
 from events.adapters.cosmos.client import cosmos_client
 from events.adapters.cosmos.stores import CosmosQuarantine
+from events.changefeed.feed import FeedRange
+from events.connections import CosmosConnection
+from events.errors import StoreUnavailableError
 from tests.fixtures.blackhole import BlackHole
 
 pytestmark = pytest.mark.integration
@@ -74,7 +74,8 @@ def test_cosmos_client_black_hole_raises_store_unavailable_naming_endpoint(
     black_hole: BlackHole,
 ) -> None:
     connection = CosmosConnection(
-        connection_string=f"AccountEndpoint=https://{black_hole.address}/;AccountKey=a2V5;"
+        "RELAY_COSMOS",
+        connection_string=f"AccountEndpoint=https://{black_hole.address}/;AccountKey=a2V5;",
     )
 
     error = _bounded(lambda: cosmos_client_via(connection))
@@ -90,7 +91,9 @@ def test_cosmos_adapters_black_holed_raise_store_unavailable_naming_resource(
     direct.create_container(id="quarantine", partition_key=PartitionKey(path="/partitionKey"))
     direct.create_container(id="leases", partition_key=PartitionKey(path="/id"))
     direct.create_container(id="orders", partition_key=PartitionKey(path="/pk"))
-    client = cosmos_client_via(CosmosConnection(connection_string=own_cosmos.connection_string))
+    client = cosmos_client_via(
+        CosmosConnection("RELAY_COSMOS", connection_string=own_cosmos.connection_string)
+    )
     database = client.get_database_client("relay")
     endpoint = own_cosmos.endpoint.removeprefix("https://").rstrip("/")
     quarantine = CosmosQuarantine(database.get_container_client("quarantine"))

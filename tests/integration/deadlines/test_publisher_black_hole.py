@@ -8,9 +8,9 @@ import threading
 import pytest
 from azure.servicebus import ServiceBusClient
 
-from events.errors import PublishUnavailableError
-from events.core.messages import OutgoingMessage
 from events.adapters.servicebus import ServiceBusPublisher
+from events.core.messages import OutgoingMessage
+from events.errors import PublishUnavailableError
 from tests.fixtures.blackhole import BlackHole
 
 pytestmark = pytest.mark.integration

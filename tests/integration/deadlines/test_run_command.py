@@ -109,12 +109,12 @@ def test_run_missing_container_exits_2_naming_setting(
         local_cosmos,
         relay_database,
         local_servicebus.connection_string,
-        **{names.ORDERS_CONTAINER: "no-such-container"},
+        **{"RELAY_ORDERS_CONTAINER": "no-such-container"},
     )
 
     result = _run(env, "run", "--insecure-local")
 
-    _assert_refused(result, "no-such-container", names.ORDERS_CONTAINER)
+    _assert_refused(result, "no-such-container", "RELAY_ORDERS_CONTAINER")
 
 
 @pytest.mark.parametrize(

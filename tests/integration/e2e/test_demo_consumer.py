@@ -15,10 +15,10 @@ from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusClient
 from azure.servicebus.exceptions import OperationTimeoutError
 
 from devstack.demo import Consumer, Ledger, Printer
+from events.adapters.cosmos.stores import CosmosInbox
+from events.adapters.servicebus import to_sdk_message
 from events.core.envelope import IntegrationEvent, sequence_of
 from events.core.messages import Router, to_message
-from events.adapters.servicebus import to_sdk_message
-from events.adapters.cosmos.stores import CosmosInbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

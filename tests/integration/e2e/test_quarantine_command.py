@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from devstack.demo import local_stack, relay_environment
-from events.hosts.runtime import Runtime
 from events.adapters.cosmos.stores import CosmosQuarantine
 from events.deployment.topology import load_topology
+from events.hosts.runtime import Runtime
 from tests import factories
 
 pytestmark = pytest.mark.integration

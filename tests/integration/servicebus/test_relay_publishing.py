@@ -8,13 +8,11 @@ from azure.servicebus import ServiceBusClient
 from cloudevents.core.bindings.amqp import AMQPMessage, from_binary_event
 
 from devstack.servicebus import LocalServiceBus
-from events.deployment.catalog import FEEDS
-from events.errors import PublishUnavailableError
+from events.adapters.servicebus import ServiceBusPublisher, to_sdk_message
 from events.core.messages import OutgoingMessage, Router, event_from_message
 from events.core.quarantine import InMemoryQuarantine, QuarantineReason
 from events.core.relay import Relay
-from events.hosts.runtime import build_feed
-from events.adapters.servicebus import ServiceBusPublisher, to_sdk_message
+from events.errors import PublishUnavailableError
 from tests import factories
 
 pytestmark = pytest.mark.integration
@@ -22,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def _relay(client: ServiceBusClient) -> tuple[Relay, InMemoryQuarantine]:
     quarantine = InMemoryQuarantine()
-    feed = build_feed(FEEDS[0], factories.settings())
+    feed = factories.feed()
     publisher = ServiceBusPublisher(client)
     return Relay(feed, publisher, quarantine, Router(default="integration-events")), quarantine
 

@@ -8,6 +8,9 @@ import pytest
 from azure.cosmos import ContainerProxy, DatabaseProxy, PartitionKey
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
+from events.adapters.cosmos.eventstore import EventStore, NewEvent
+from events.adapters.cosmos.outbox import OutboxEvent, OutboxWriter
+from events.core.sources.outbox import outbox_event_id
 from events.deployment.contracts import OrderPlacedV1, OrderShippedV1
 from events.errors import (
     ConcurrencyConflictError,
@@ -17,9 +20,6 @@ from events.errors import (
     OutboxTooManyOperationsError,
     PartitionKeyMismatchError,
 )
-from events.adapters.cosmos.eventstore import EventStore, NewEvent
-from events.adapters.cosmos.outbox import OutboxEvent, OutboxWriter
-from events.core.sources.outbox import outbox_event_id
 
 pytestmark = pytest.mark.integration
 

@@ -9,6 +9,7 @@ from typing import Protocol
 import pytest
 from azure.cosmos import DatabaseProxy, PartitionKey
 
+from events.adapters.cosmos.stores import CosmosInbox, CosmosQuarantine
 from events.core.consumer import IdempotentConsumer, Inbox, InMemoryInbox
 from events.core.envelope import IntegrationEvent
 from events.core.quarantine import (
@@ -18,7 +19,6 @@ from events.core.quarantine import (
     QuarantineRecord,
     QuarantineStore,
 )
-from events.adapters.cosmos.stores import CosmosInbox, CosmosQuarantine
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 

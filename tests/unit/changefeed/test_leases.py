@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from events.changefeed import FeedRange, InMemoryLeaseStore, Lease, LeaseManager, fair_share
-from events.errors import LeaseLostError
+from events.changefeed.errors import LeaseLostError
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
