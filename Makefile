@@ -32,6 +32,7 @@ run: $(VENV)/.installed $(COSMOS_NODE)/node_modules/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy events tests devstack bench function_app.py
