@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import azure.functions as func
 
 from events.availability import AvailabilityLog
+from events.core.quarantine import ExpiryNotice
 from events.deployment.catalog import Deployment, FeedDefinition, load_deployment
 from events.deployment.settings import COSMOS_CONNECTION, DATABASE
+from events.errors import SettingsError
+from events.hosts.redrive import expiry_notice, warn_expiring
 from events.hosts.runtime import Runtime, current
 
 __all__ = ["MAX_ITEMS_PER_INVOCATION", "RETRY_MAXIMUM_INTERVAL", "blueprint"]
 
 MAX_ITEMS_PER_INVOCATION = 100
+#: Daily at 06:00 UTC (NCRONTAB: second minute hour day month weekday).
+QUARANTINE_EXPIRY_SCHEDULE = "0 0 6 * * *"
 RETRY_MINIMUM_INTERVAL = "00:00:02"
 RETRY_MAXIMUM_INTERVAL = "00:05:00"
 
@@ -84,4 +90,25 @@ def blueprint(
                 )(handler)
             )
         )
+    notice = expiry_notice(declared.topology)
+    if notice is not None:
+        bp.function_name("quarantine_expiry")(
+            bp.timer_trigger(
+                arg_name="timer", schedule=QUARANTINE_EXPIRY_SCHEDULE, run_on_startup=False
+            )(_expiry_handler(runtime, notice))
+        )
     return bp
+
+
+def _expiry_handler(
+    runtime: Callable[[], Runtime], notice: ExpiryNotice
+) -> Callable[[func.TimerRequest], None]:
+    def quarantine_expiry(timer: func.TimerRequest) -> None:
+        """Warn about quarantine records the container's TTL deletes within the notice."""
+        admin = runtime().admin
+        if admin is None:
+            raise SettingsError("this runtime has no quarantine admin to list records with")
+        due = warn_expiring(admin, notice, datetime.now(UTC))
+        logger.info("quarantine expiry check records_expiring_soon=%d", due)
+
+    return quarantine_expiry

@@ -1,6 +1,6 @@
 """Operating the quarantine: list what is parked, re-drive it once the cause is fixed.
 
-``python -m events quarantine list [--feed F] [--limit N]``
+``python -m events quarantine list [--feed F] [--limit N]``  (each record with its expiry)
 ``python -m events quarantine redrive [--feed F] [--limit N] [ID ...]``
 
 Re-driving runs the stored document through the same relay as the feed it came from. When it
@@ -9,6 +9,10 @@ again under the same id with the new error, and it stays. Event ids are determin
 re-drive of something already published is dropped by duplicate detection. A re-driven event
 arrives after later events of its aggregate: consumers see that from ``sequence``.
 Output names ids and reasons, never document bodies.
+
+Records expire with the quarantine container's TTL (the declaration's ``defaultTtl``).
+``warn_expiring`` logs one WARNING per record within ``EXPIRY_NOTICE`` of its expiry (the
+Functions app runs it daily; an alert fires on that line), so nothing is deleted unseen.
 """
 
 from __future__ import annotations
@@ -19,12 +23,44 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
 
-from events.core.quarantine import QuarantineAdmin, QuarantineRecord
+from events.core.quarantine import ExpiryNotice, QuarantineAdmin, QuarantineRecord
+from events.deployment.topology import Topology
 from events.errors import RelayError, SettingsError
 from events.hosts.runtime import Runtime, check_resources
 
-__all__ = ["RedriveResult", "main", "redrive"]
+__all__ = ["EXPIRY_NOTICE", "RedriveResult", "expiry_notice", "main", "redrive", "warn_expiring"]
+
+logger = logging.getLogger(__name__)
+
+#: How long before a record's expiry it is announced (docs/security.md).
+EXPIRY_NOTICE: Final = timedelta(days=7)
+#: Records read per expiry check, oldest first (the oldest expire first).
+_EXPIRY_SCAN = 1000
+
+
+def expiry_notice(topology: Topology) -> ExpiryNotice | None:
+    """The quarantine container's TTL as a notice rule; None when records never expire."""
+    ttl = topology.cosmos.one("quarantine").default_ttl
+    return ExpiryNotice(timedelta(seconds=ttl), EXPIRY_NOTICE) if ttl > 0 else None
+
+
+def warn_expiring(admin: QuarantineAdmin, notice: ExpiryNotice, now: datetime) -> int:
+    """One WARNING per record that expires within the notice; returns how many."""
+    due = notice.due(admin.list(limit=_EXPIRY_SCAN), now)
+    for record in due:
+        logger.warning(
+            "quarantine record expires soon quarantine_id=%s feed=%s document_id=%s reason=%s "
+            "expires_at=%s: re-drive it, or export it before then",
+            record.id,
+            record.feed,
+            record.document_id,
+            record.reason.value,
+            notice.expires_at(record).isoformat(),
+        )
+    return len(due)
 
 
 @dataclass(frozen=True)
@@ -45,10 +81,15 @@ def redrive(record: QuarantineRecord, runtime: Runtime, admin: QuarantineAdmin) 
     return RedriveResult(record.id, outcome.published, resolved=True)
 
 
-def _describe(record: QuarantineRecord) -> str:
+def _describe(record: QuarantineRecord, notice: ExpiryNotice | None, now: datetime) -> str:
+    expiry = ""
+    if notice is not None:
+        soon = " (expires soon)" if notice.due([record], now) else ""
+        expiry = f" expires={notice.expires_at(record).isoformat()}{soon}"
     return (
         f"{record.id} feed={record.feed} document={record.document_id} lsn={record.lsn} "
-        f"reason={record.reason.value} at={record.quarantined_at.isoformat()}\n    {record.error}"
+        f"reason={record.reason.value} at={record.quarantined_at.isoformat()}{expiry}"
+        f"\n    {record.error}"
     )
 
 
@@ -59,8 +100,10 @@ def run(
     admin: QuarantineAdmin,
 ) -> int:
     if command == "list":
+        notice = expiry_notice(runtime.deployment.topology)
+        now = datetime.now(UTC)
         for record in records:
-            print(_describe(record))
+            print(_describe(record, notice, now))
         print(f"{len(records)} quarantined record(s)")
         return 0
     resolved = 0

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from events.core.messages import Router
 from events.core.publisher import Publisher
-from events.core.quarantine import QuarantineStore
+from events.core.quarantine import QuarantineAdmin, QuarantineStore
 from events.core.relay import Feed, Relay
 from events.deployment.catalog import Deployment, FeedDefinition, load_deployment
 from events.deployment.settings import COSMOS_CONNECTION, DATABASE, Settings, load_settings
@@ -48,6 +48,9 @@ class Runtime:
     publisher: Publisher
     quarantine: QuarantineStore
     relays: Mapping[str, Relay]
+    #: Listing and deleting quarantine records (the Cosmos store is both); None in tests
+    #: that only relay.
+    admin: QuarantineAdmin | None = None
 
     def relay(self, feed_name: str) -> Relay:
         return self.relays[feed_name]
@@ -59,6 +62,7 @@ class Runtime:
         deployment: Deployment,
         publisher: Publisher,
         quarantine: QuarantineStore,
+        admin: QuarantineAdmin | None = None,
     ) -> Runtime:
         router = Router(default=settings.default_destination, routes=settings.routes)
         relays = {
@@ -73,6 +77,7 @@ class Runtime:
             publisher=publisher,
             quarantine=quarantine,
             relays=relays,
+            admin=admin,
         )
 
     @classmethod
@@ -103,7 +108,7 @@ class Runtime:
             endpoint=servicebus.endpoint_of(settings.service_bus),
             setting=settings.service_bus.setting,
         )
-        return cls.assemble(settings, declared, publisher, quarantine)
+        return cls.assemble(settings, declared, publisher, quarantine, quarantine)
 
 
 def check_resources(runtime: Runtime, *, verify_tls: bool = True) -> list[TransientError]:

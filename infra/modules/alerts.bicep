@@ -13,6 +13,10 @@
 //   alerts read at most two days back and metric alerts one day
 //   (https://learn.microsoft.com/azure/azure-monitor/alerts/alerts-create-log-alert-rule,
 //   "Override query time range"); see docs/security.md.
+// - quarantine expiring: the app's daily timer function (quarantine_expiry) logs one WARNING
+//   "quarantine record expires soon quarantine_id=..." per record within 7 days of its TTL; a log
+//   search alert over the last day of traces fires on any such line, so a record is announced
+//   before the TTL deletes it.
 // Change-feed lag is NOT alerted on: the Python Cosmos SDK has no change feed estimator
 // (https://github.com/Azure/azure-sdk-for-python/issues/24249) and the app does not export a lag
 // metric. A stalled feed shows up as function failures (the trigger retries forever).
@@ -233,5 +237,42 @@ resource functionFailures 'Microsoft.Insights/metricAlerts@2018-03-01' = {
       ]
     }
     actions: actions
+  }
+}
+
+resource quarantineExpiring 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-quarantine-expiring-${nameSuffix}'
+  location: resourceGroup().location
+  tags: tags
+  properties: {
+    displayName: 'Quarantine records expire within 7 days'
+    description: 'Quarantined documents are deleted by TTL within a week: re-drive them (python -m events quarantine redrive) or export them (docs/security.md). Each log line names the quarantine id.'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'P1D'
+    windowSize: 'P1D'
+    autoMitigate: false
+    criteria: {
+      allOf: [
+        {
+          query: 'traces | where message startswith "quarantine record expires soon"'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: empty(alertEmail) ? [] : [
+        actionGroup.id
+      ]
+    }
   }
 }

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.functions.timer import TimerRequest
 
 from events.core.publisher import InMemoryPublisher
 from events.core.quarantine import InMemoryQuarantine
@@ -17,7 +20,7 @@ from events.errors import PublishUnavailableError, SettingsError
 from events.hosts.functions import blueprint
 from events.hosts.runtime import Runtime
 from tests import factories
-from tests.app_functions import registered_functions
+from tests.app_functions import feed_functions, registered_functions
 
 
 def _bindings(fn: Any) -> dict[str, Any]:
@@ -30,16 +33,15 @@ def _functions(app: func.FunctionApp) -> dict[str, Any]:
     return {str(fn.get_function_name()): fn for fn in app.get_functions()}
 
 
-def test_app_registers_one_cosmos_trigger_per_feed() -> None:
-    functions = {fn.get_function_name(): fn for fn in registered_functions()}
+def test_app_registers_one_cosmos_trigger_per_feed_and_the_quarantine_expiry_timer() -> None:
+    functions = {fn.get_function_name(): _bindings(fn)["type"] for fn in registered_functions()}
 
-    assert set(functions) == {f.function_name for f in factories.DEPLOYMENT.feeds}
-    for fn in functions.values():
-        assert _bindings(fn)["type"] == "cosmosDBTrigger"
+    feeds = {f.function_name: "cosmosDBTrigger" for f in factories.DEPLOYMENT.feeds}
+    assert functions == {**feeds, "quarantine_expiry": "timerTrigger"}
 
 
 def test_app_triggers_use_setting_names_and_never_create_the_lease_container() -> None:
-    for fn in registered_functions():
+    for fn in feed_functions():
         binding = _bindings(fn)
         assert binding["connection"] == settings.COSMOS_CONNECTION
         assert binding["leaseConnection"] == settings.COSMOS_CONNECTION
@@ -52,8 +54,7 @@ def test_app_triggers_use_setting_names_and_never_create_the_lease_container() -
 
 def test_app_lease_prefixes_are_unique_and_match_the_topology() -> None:
     prefixes = {
-        fn.get_function_name(): _bindings(fn)["leaseContainerPrefix"]
-        for fn in registered_functions()
+        fn.get_function_name(): _bindings(fn)["leaseContainerPrefix"] for fn in feed_functions()
     }
     topology = {
         c.feed.function: c.feed.lease_prefix
@@ -66,7 +67,7 @@ def test_app_lease_prefixes_are_unique_and_match_the_topology() -> None:
 
 
 def test_app_retry_policy_retries_forever_with_capped_exponential_backoff() -> None:
-    for fn in registered_functions():
+    for fn in feed_functions():
         policy = fn.get_settings_dict("retry_policy")
         assert policy is not None
         assert policy["strategy"] == "exponential_backoff"
@@ -76,9 +77,7 @@ def test_app_retry_policy_retries_forever_with_capped_exponential_backoff() -> N
 
 
 def test_app_maximum_retry_delay_is_shorter_than_every_dedup_window() -> None:
-    [policy] = {
-        fn.get_settings_dict("retry_policy")["maximum_interval"] for fn in registered_functions()
-    }
+    [policy] = {fn.get_settings_dict("retry_policy")["maximum_interval"] for fn in feed_functions()}
     hours, minutes, seconds = (int(p) for p in policy.split(":"))
     topology = load_topology()
     windows = [t.duplicate_detection_history_time_window for t in topology.service_bus.topics]
@@ -190,3 +189,27 @@ def test_app_function_bad_settings_raise_every_retry_and_warn_once(
     assert len(warnings) == 1
     assert "RELAY_COSMOS" in warnings[0]
     assert "RELAY_SERVICEBUS" in warnings[0]
+
+
+def test_app_quarantine_expiry_timer_warns_once_per_record_near_its_ttl(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime, _, quarantine = factories.in_memory_runtime()
+    runtime.admin = quarantine
+    ttl_days = factories.DEPLOYMENT.topology.cosmos.one("quarantine").default_ttl // 86400
+    now = datetime.now(UTC)
+    runtime.relay("relay_orders").process([factories.order("o-old", status="teleported")])
+    [old] = quarantine.records.values()
+    quarantine.records[old.id] = replace(old, quarantined_at=now - timedelta(days=ttl_days - 2))
+    runtime.relay("relay_orders").process([factories.order("o-new", status="teleported")])
+    app = func.FunctionApp()
+    app.register_functions(blueprint(lambda: runtime))
+    expiry = _functions(app)["quarantine_expiry"].get_user_function()
+    caplog.set_level(logging.INFO, logger="events.hosts")
+
+    expiry(TimerRequest(past_due=False))
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "events.hosts.redrive"]
+    assert len(warnings) == 1
+    assert f"quarantine record expires soon quarantine_id={old.id}" in warnings[0]
+    assert "document_id=o-old" in warnings[0]

@@ -252,8 +252,9 @@ def _bindings() -> list[dict[str, Any]]:
 
 def _retry_policies() -> dict[str, dict[str, Any]]:
     return {
-        fn.get_function_name(): dict(fn.get_settings_dict("retry_policy") or {})
+        fn.get_function_name(): dict(fn.get_settings_dict("retry_policy"))
         for fn in _functions()
+        if fn.get_settings_dict("retry_policy")  # the timer has none: a missed run is rerun
     }
 
 
