@@ -3,6 +3,7 @@ the declaration the app reads at start-up."""
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import shutil
 import subprocess
@@ -123,3 +124,44 @@ def test_functions_package_ships_the_declaration_and_the_package_only() -> None:
         "tests/factories.py": False,
         "docs/decisions.md": False,
     }
+
+
+def _type_only(tree: ast.Module) -> set[ast.AST]:
+    """Nodes under ``if TYPE_CHECKING:``: annotations only, no import at run time (the
+    import-linter configuration excludes them too)."""
+    guarded: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for child in node.body:
+                guarded.update(ast.walk(child))
+    return guarded
+
+
+def _sdk_importers(sdk: str) -> set[str]:
+    """Modules of the package importing ``sdk`` at run time (any form, any depth)."""
+    found = set()
+    for path in (ROOT / "events").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        type_only = _type_only(tree)
+        for node in ast.walk(tree):
+            if node in type_only:
+                continue
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(name == sdk or name.startswith(f"{sdk}.") for name in names):
+                found.add(path.relative_to(ROOT).as_posix())
+    return found
+
+
+def test_layering_each_sdk_is_imported_by_its_adapters_only() -> None:
+    # import-linter cannot forbid sub-packages of external packages: checked here instead.
+    assert _sdk_importers("azure.servicebus") == {"events/adapters/servicebus.py"}
+    assert {p.rsplit("/", 1)[0] for p in _sdk_importers("azure.cosmos")} == {
+        "events/adapters/cosmos"
+    }
+    assert _sdk_importers("azure.functions") == {"events/hosts/functions.py"}
