@@ -16,6 +16,7 @@ from events.errors import (
     ConcurrencyConflictError,
     OutboxConflictError,
     OutboxError,
+    OutboxPreconditionFailedError,
     OutboxTooLargeError,
     OutboxTooManyOperationsError,
     PartitionKeyMismatchError,
@@ -84,24 +85,29 @@ def test_outbox_writer_conflicting_batch_writes_nothing(orders: ContainerProxy) 
     writer = OutboxWriter(orders)
     writer.save(_order(), [_placed(event_id="evt-1")])
 
-    with pytest.raises(OutboxConflictError, match="already exists"):
+    with pytest.raises(OutboxConflictError, match="already exists") as raised:
         writer.save(_order(status="paid"), [_placed(event_id="evt-2"), _placed(event_id="evt-1")])
 
+    assert raised.value.status == 409
     assert _ids(orders, "order-1") == ["evt-1", "order-1"]
     assert orders.read_item("order-1", partition_key="order-1")["status"] == "placed"
     with pytest.raises(CosmosResourceNotFoundError):
         orders.read_item("evt-2", partition_key="order-1")
 
 
-def test_outbox_writer_stale_etag_is_a_conflict_and_writes_nothing(orders: ContainerProxy) -> None:
+def test_outbox_writer_stale_etag_is_a_failed_precondition_not_a_conflict_and_writes_nothing(
+    orders: ContainerProxy,
+) -> None:
     writer = OutboxWriter(orders)
     writer.save(_order(), [])
     etag = orders.read_item("order-1", partition_key="order-1")["_etag"]
     writer.save(_order(status="paid"), [])
 
-    with pytest.raises(OutboxConflictError, match="etag"):
+    with pytest.raises(OutboxPreconditionFailedError, match="etag") as raised:
         writer.save(_order(status="shipped"), [_placed(event_id="evt-9")], if_match_etag=etag)
 
+    assert not isinstance(raised.value, OutboxConflictError)
+    assert (raised.value.status, dict(raised.value.ids)) == (412, {"entity": "order-1"})
     assert orders.read_item("order-1", partition_key="order-1")["status"] == "paid"
 
 
