@@ -208,7 +208,10 @@ class ServiceBusPublisher:
             except MessageSizeExceededError as exc:
                 raise EventTooLargeError(
                     f"message {message.message_id} exceeds what {message.destination} "
-                    f"accepts ({batch.max_size_in_bytes} bytes)"
+                    f"accepts ({batch.max_size_in_bytes} bytes)",
+                    resource=message.destination,
+                    ids={"message": message.message_id},
+                    limit=batch.max_size_in_bytes,
                 ) from exc
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:
@@ -232,12 +235,15 @@ class ServiceBusPublisher:
             if isinstance(cause, MessagingEntityNotFoundError):
                 raise SettingsError(
                     f"Service Bus entity '{destination}' does not exist at {self._endpoint}: "
-                    f"create it, or fix the routes in the declaration"
+                    f"create it, or fix the routes in the declaration",
+                    resource=destination,
                 ) from cause
             if isinstance(cause, ServiceBusAuthenticationError | ServiceBusAuthorizationError):
                 raise SettingsError(
                     f"Service Bus {self._endpoint} refused the credentials for '{destination}': "
-                    f"check {self._setting} (key, or the identity's Data Sender role)"
+                    f"check {self._setting} (key, or the identity's Data Sender role)",
+                    resource=destination,
+                    setting=self._setting,
                 ) from cause
             raise
 

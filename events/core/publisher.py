@@ -78,7 +78,11 @@ class InMemoryPublisher:
         if size > self.max_message_size:
             raise EventTooLargeError(
                 f"message {message.message_id} is {size} bytes, "
-                f"{message.destination} accepts {self.max_message_size}"
+                f"{message.destination} accepts {self.max_message_size}",
+                resource=message.destination,
+                ids={"message": message.message_id},
+                size=size,
+                limit=self.max_message_size,
             )
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:

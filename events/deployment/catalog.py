@@ -85,7 +85,9 @@ def _definition(
         sources = _sources(feed, contracts)
     except (MappingError, ValueError) as exc:
         raise SettingsError(
-            f"topology file {path} is invalid: container {container.name!r}: {exc}"
+            f"topology file {path} is invalid: container {container.name!r}: {exc}",
+            resource=str(path),
+            ids={"container": container.name},
         ) from None
     return FeedDefinition(
         function_name=feed.function,

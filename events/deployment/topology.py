@@ -244,9 +244,11 @@ def load_topology(path: Path = DEFAULT_TOPOLOGY) -> Topology:
         raw = json.loads(path.read_text(encoding="utf-8"))
         return Topology.model_validate(raw)
     except ValidationError as exc:
-        raise SettingsError(f"topology file {path} is invalid: {_describe(exc, raw)}") from None
+        raise SettingsError(
+            f"topology file {path} is invalid: {_describe(exc, raw)}", resource=str(path)
+        ) from None
     except (OSError, json.JSONDecodeError, ValueError) as exc:
-        raise SettingsError(f"topology file {path} is invalid: {exc}") from None
+        raise SettingsError(f"topology file {path} is invalid: {exc}", resource=str(path)) from None
 
 
 def _describe(error: ValidationError, raw: object) -> str:

@@ -18,22 +18,17 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.cosmos import ContainerProxy
 from azure.cosmos.exceptions import (
-    CosmosAccessConditionFailedError,
     CosmosHttpResponseError,
-    CosmosResourceExistsError,
     CosmosResourceNotFoundError,
 )
 
-from events.adapters.cosmos.errors import location_of, translate_cosmos_errors
+from events.adapters.cosmos.errors import LEASE_LOST_STATUS, location_of, translate_cosmos_errors
 from events.changefeed.errors import LeaseLostError
 from events.changefeed.feed import FeedRange, Page, Position
 from events.changefeed.leases import Lease
 from events.errors import StoreUnavailableError
 
 __all__ = ["CosmosChangeFeed", "CosmosLeaseStore"]
-
-_PRECONDITION_FAILED = 412
-_CONFLICT = 409
 
 
 class _HeaderCapture:
@@ -150,8 +145,10 @@ class CosmosLeaseStore:
         try:
             with translate_cosmos_errors("create lease", where=self._where):
                 document = self._container.create_item(lease.to_document())
-        except CosmosResourceExistsError as exc:
-            raise LeaseLostError(f"lease {lease.id} already exists") from exc
+        except CosmosHttpResponseError as exc:
+            if exc.status_code in LEASE_LOST_STATUS:
+                raise LeaseLostError(f"lease {lease.id} already exists") from exc
+            raise
         return Lease.from_document(document)
 
     def replace(self, lease: Lease) -> Lease:
@@ -165,10 +162,8 @@ class CosmosLeaseStore:
                     etag=lease.etag,
                     match_condition=MatchConditions.IfNotModified,
                 )
-        except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError) as exc:
-            raise LeaseLostError(f"lease {lease.id} was changed by someone else") from exc
         except CosmosHttpResponseError as exc:
-            if exc.status_code in (_PRECONDITION_FAILED, _CONFLICT):
+            if exc.status_code in LEASE_LOST_STATUS:
                 raise LeaseLostError(f"lease {lease.id} was changed by someone else") from exc
             raise
         return Lease.from_document(document)

@@ -21,7 +21,11 @@ from azure.cosmos import CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-from events.adapters.cosmos.errors import location_of, translate_cosmos_errors
+from events.adapters.cosmos.errors import (
+    CREDENTIALS_REFUSED_STATUS,
+    location_of,
+    translate_cosmos_errors,
+)
 from events.connections import CosmosConnection, connection_string_parts
 from events.errors import SettingsError
 
@@ -45,7 +49,6 @@ _READ_SHARE = 0.5
 #: with 0 it took 1.0-2.1 s (azure-cosmos 4.17, observed). The relay retries the batch itself.
 #: Throttling (429) retries are the SDK's own policy and stay bounded by ``timeout``.
 _CONNECTION_RETRIES = 0
-_UNAUTHORIZED = frozenset({401, 403})
 
 # urllib3 warns on every unverified HTTPS request; against the loopback dev server (self-signed
 # certificate, --insecure-local) that was most of the relay's output. Any other host still warns.
@@ -87,10 +90,13 @@ def cosmos_client(
     try:
         return _new_client(connection, verify_tls=verify_tls, timeout=timeout)
     except CosmosHttpResponseError as exc:
-        if exc.status_code in _UNAUTHORIZED:
+        if exc.status_code in CREDENTIALS_REFUSED_STATUS:
             raise SettingsError(
                 f"Cosmos DB {endpoint_of(connection)} refused the credentials "
-                f"({exc.status_code}): check {connection.setting} (key, or the identity's role)"
+                f"({exc.status_code}): check {connection.setting} (key, or the identity's role)",
+                status=exc.status_code,
+                setting=connection.setting,
+                resource=endpoint_of(connection),
             ) from None
         raise
 
@@ -142,12 +148,18 @@ def check_containers(
     except CosmosResourceNotFoundError:
         raise SettingsError(
             f"database '{database.id}' ({database_setting}) does not exist at {where}: "
-            f"create it (infra, or python -m devstack.provision) or fix {database_setting}"
+            f"create it (infra, or python -m devstack.provision) or fix {database_setting}",
+            status=404,
+            setting=database_setting,
+            resource=where,
         ) from None
     except CosmosHttpResponseError as exc:
-        if exc.status_code in _UNAUTHORIZED:
+        if exc.status_code in CREDENTIALS_REFUSED_STATUS:
             raise SettingsError(
-                f"{where} refused the credentials ({exc.status_code}): check {connection_setting}"
+                f"{where} refused the credentials ({exc.status_code}): check {connection_setting}",
+                status=exc.status_code,
+                setting=connection_setting,
+                resource=where,
             ) from None
         raise
     for setting, name in containers.items():
@@ -158,5 +170,8 @@ def check_containers(
         except CosmosResourceNotFoundError:
             raise SettingsError(
                 f"container '{name}' ({setting}) does not exist in database '{database.id}' "
-                f"at {where}: create it (infra, or python -m devstack.provision) or fix {setting}"
+                f"at {where}: create it (infra, or python -m devstack.provision) or fix {setting}",
+                status=404,
+                setting=setting,
+                resource=location_of(container),
             ) from None

@@ -1,10 +1,15 @@
-"""The one table from Cosmos DB statuses to the package's error tree, and its context manager.
+"""The one table from Cosmos DB statuses to the package's errors, and its context manager.
 
-Transient (retry later): timeout, gone, throttled, retry-with and server-side statuses, and a
-server that cannot be reached. Per transactional-batch operation, statuses map to the error of
-the writer that ran the batch (``BATCH_ERRORS``): a conflict (409) and a failed precondition
-(412) are different errors. Everything else is the caller's to interpret. One WARNING per
-outage and resource, one INFO on recovery (``AvailabilityLog``).
+- 408 410 429 449 5xx, or unreachable: retry later -> ``StoreUnavailableError`` (transient)
+- 401 403: the key or the identity's role is refused -> ``SettingsError`` naming the setting
+- 404 409 412 on a lease write: another instance owns the lease -> ``LeaseLostError``
+- in an outbox batch, 409 conflict -> ``OutboxConflictError``, 412 stale entity ->
+  ``OutboxPreconditionFailedError``, 413 too large -> ``OutboxTooLargeError``
+- in an event-store batch, 409 another writer appended that version ->
+  ``ConcurrencyConflictError``
+
+Everything else is the caller's to interpret. One WARNING per outage and resource, one INFO on
+recovery (``AvailabilityLog``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from events.errors import (
 
 __all__ = [
     "BATCH_ERRORS",
+    "CREDENTIALS_REFUSED_STATUS",
+    "LEASE_LOST_STATUS",
     "TRANSIENT_STATUS",
     "BatchWriter",
     "batch_error",
@@ -45,6 +52,10 @@ logger = logging.getLogger(__name__)
 
 #: Statuses worth retrying: timeout, gone, throttled, retry-with, server side.
 TRANSIENT_STATUS: Final = frozenset({408, 410, 429, 449, 500, 502, 503, 504})
+#: The key or the identity's data role is refused: a configuration problem, not an outage.
+CREDENTIALS_REFUSED_STATUS: Final = frozenset({401, 403})
+#: A lease write that found the document gone (404), there already (409) or changed (412).
+LEASE_LOST_STATUS: Final = frozenset({404, 409, 412})
 
 BatchWriter = Literal["outbox", "eventstore"]
 
@@ -108,15 +119,21 @@ def translate_cosmos_errors(what: str, *, where: str | None = None) -> Iterator[
     except CosmosHttpResponseError as exc:
         if exc.status_code in TRANSIENT_STATUS:
             _availability.down(subject, f"{what} answered {exc.status_code}")
-            raise StoreUnavailableError(f"{what}: {subject} answered {exc.status_code}") from exc
+            raise StoreUnavailableError(
+                f"{what}: {subject} answered {exc.status_code}",
+                status=exc.status_code,
+                resource=subject,
+            ) from exc
         raise
     except (ServiceRequestError, ServiceResponseError, OSError) as exc:
         _availability.down(subject, f"{what}: unreachable ({type(exc).__name__})")
         raise StoreUnavailableError(
-            f"{what}: {subject} unreachable ({type(exc).__name__})"
+            f"{what}: {subject} unreachable ({type(exc).__name__})", resource=subject
         ) from exc
     except AzureError as exc:
         _availability.down(subject, f"{what}: {type(exc).__name__}")
-        raise StoreUnavailableError(f"{what}: {subject} {type(exc).__name__}") from exc
+        raise StoreUnavailableError(
+            f"{what}: {subject} {type(exc).__name__}", resource=subject
+        ) from exc
     else:
         _availability.up(subject)

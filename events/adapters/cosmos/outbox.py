@@ -104,7 +104,8 @@ class OutboxWriter:
             if event.partition_key is not None and event.partition_key != partition_key:
                 raise PartitionKeyMismatchError(
                     f"event {event.event_id} has partition key {event.partition_key!r}, "
-                    f"its entity {partition_key!r}: one batch holds one logical partition"
+                    f"its entity {partition_key!r}: one batch holds one logical partition",
+                    ids={"event": event.event_id, "entity": entity_id},
                 )
             document = outbox_document(
                 event_id=event.event_id,
@@ -132,12 +133,16 @@ class OutboxWriter:
         if len(operations) > MAX_BATCH_OPERATIONS:
             raise OutboxTooManyOperationsError(
                 f"{len(operations)} operations; a transactional batch holds at most "
-                f"{MAX_BATCH_OPERATIONS} (the entity counts as one)"
+                f"{MAX_BATCH_OPERATIONS} (the entity counts as one)",
+                size=len(operations),
+                limit=MAX_BATCH_OPERATIONS,
             )
         size = sum(len(json.dumps(args[-1], separators=(",", ":"))) for _, args, _ in operations)
         if size > MAX_BATCH_BYTES:
             raise OutboxTooLargeError(
-                f"the batch is {size} bytes; a transactional batch holds at most {MAX_BATCH_BYTES}"
+                f"the batch is {size} bytes; a transactional batch holds at most {MAX_BATCH_BYTES}",
+                size=size,
+                limit=MAX_BATCH_BYTES,
             )
 
 
