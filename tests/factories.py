@@ -6,7 +6,7 @@ import itertools
 from datetime import UTC, datetime
 from typing import Any
 
-from events.core.messages import Router
+from events.core.messages import OutgoingMessage, Router
 from events.core.publisher import InMemoryPublisher
 from events.core.quarantine import InMemoryQuarantine
 from events.core.relay import Feed, Relay
@@ -164,3 +164,16 @@ def orders_relay(
     config = settings()
     router = Router(default=config.default_destination, routes=config.routes)
     return Relay(feed(), publisher, quarantine, router, clock=lambda: clock_time)
+
+
+def message(destination: str = "integration-events", message_id: str = "m-1") -> OutgoingMessage:
+    """A small Service Bus message description, as the relay builds them."""
+    return OutgoingMessage(
+        destination=destination,
+        message_id=message_id,
+        session_id="s-1",
+        subject="OrderPlaced",
+        content_type="application/json",
+        body=b"{}",
+        application_properties={"cloudEvents:id": message_id},
+    )

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from azure.core.exceptions import AzureError
-from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 from azure.servicebus import (
     ServiceBusClient,
     ServiceBusMessage,
@@ -44,6 +43,7 @@ from azure.servicebus.exceptions import (
     ServiceBusAuthorizationError,
 )
 
+from events.adapters.identity import credential_for
 from events.availability import AvailabilityLog
 from events.connections import ServiceBusConnection, connection_string_parts
 from events.core.messages import OutgoingMessage
@@ -119,11 +119,7 @@ def service_bus_client(connection: ServiceBusConnection) -> ServiceBusClient:
             retry_backoff_max=_RETRY_BACKOFF_MAX,
         )
     if connection.fully_qualified_namespace:
-        credential = (
-            ManagedIdentityCredential(client_id=connection.client_id)
-            if connection.credential == "managedidentity"
-            else DefaultAzureCredential()
-        )
+        credential = credential_for(connection.credential, connection.client_id)
         return ServiceBusClient(
             connection.fully_qualified_namespace,
             credential,

@@ -19,13 +19,13 @@ from urllib.parse import urlsplit
 
 from azure.cosmos import CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
-from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
 from events.adapters.cosmos.errors import (
     CREDENTIALS_REFUSED_STATUS,
     location_of,
     translate_cosmos_errors,
 )
+from events.adapters.identity import credential_for
 from events.connections import CosmosConnection, connection_string_parts
 from events.errors import SettingsError
 
@@ -115,11 +115,7 @@ def _new_client(connection: CosmosConnection, *, verify_tls: bool, timeout: floa
                 retry_total=_CONNECTION_RETRIES,
             )
         if connection.account_endpoint:
-            credential = (
-                ManagedIdentityCredential(client_id=connection.client_id)
-                if connection.credential == "managedidentity"
-                else DefaultAzureCredential()
-            )
+            credential = credential_for(connection.credential, connection.client_id)
             return CosmosClient(
                 connection.account_endpoint,
                 credential=credential,

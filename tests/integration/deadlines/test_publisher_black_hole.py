@@ -9,26 +9,14 @@ import pytest
 from azure.servicebus import ServiceBusClient
 
 from events.adapters.servicebus import ServiceBusPublisher
-from events.core.messages import OutgoingMessage
 from events.errors import PublishUnavailableError
+from tests import factories
 from tests.fixtures.blackhole import BlackHole
 
 pytestmark = pytest.mark.integration
 
 # Generous bound for the test itself; the publisher's own deadline is 1 s.
 BOUND = 60.0
-
-
-def _message(destination: str = "integration-events") -> OutgoingMessage:
-    return OutgoingMessage(
-        destination=destination,
-        message_id="m-1",
-        session_id="s-1",
-        subject="OrderPlaced",
-        content_type="application/json",
-        body=b"{}",
-        application_properties={"cloudEvents:id": "m-1"},
-    )
 
 
 @pytest.fixture
@@ -60,7 +48,7 @@ def test_publisher_publish_black_hole_raises_publish_unavailable_naming_endpoint
 ) -> None:
     publisher = ServiceBusPublisher(black_hole_client, timeout=1.0, endpoint=black_hole.address)
 
-    thread, errors = _in_thread(lambda: publisher.publish([_message()]))
+    thread, errors = _in_thread(lambda: publisher.publish([factories.message()]))
     thread.join(BOUND)
 
     assert not thread.is_alive(), "publish did not return within the bound"
@@ -79,7 +67,7 @@ def test_publisher_repeated_failures_black_hole_warns_once(
     def three_attempts() -> None:
         for _ in range(3):
             with pytest.raises(PublishUnavailableError):
-                publisher.publish([_message()])
+                publisher.publish([factories.message()])
 
     thread, errors = _in_thread(three_attempts)
     thread.join(BOUND)
@@ -101,11 +89,11 @@ def test_publisher_stuck_destination_other_destination_not_blocked(
     def stuck_then_other() -> None:
         started.set()
         with pytest.raises(PublishUnavailableError):
-            publisher.publish([_message("integration-events")])
+            publisher.publish([factories.message("integration-events")])
 
     first, first_errors = _in_thread(stuck_then_other)
     started.wait(BOUND)
-    second, second_errors = _in_thread(lambda: publisher.publish([_message("payments")]))
+    second, second_errors = _in_thread(lambda: publisher.publish([factories.message("payments")]))
     first.join(BOUND)
     second.join(BOUND)
 
@@ -122,7 +110,7 @@ def test_publisher_close_during_hung_send_raises_publish_unavailable(
     black_hole: BlackHole, black_hole_client: ServiceBusClient
 ) -> None:
     publisher = ServiceBusPublisher(black_hole_client, timeout=BOUND * 10)
-    thread, errors = _in_thread(lambda: publisher.publish([_message()]))
+    thread, errors = _in_thread(lambda: publisher.publish([factories.message()]))
     for _ in range(int(BOUND / 0.05)):  # until the client is connected (bounded)
         if black_hole.accepted or not thread.is_alive():
             break

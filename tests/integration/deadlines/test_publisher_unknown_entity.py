@@ -9,22 +9,10 @@ from azure.servicebus import ServiceBusClient
 
 from devstack.servicebus import LocalServiceBus
 from events.adapters.servicebus import ServiceBusPublisher
-from events.core.messages import OutgoingMessage
 from events.errors import PublishUnavailableError
+from tests import factories
 
 pytestmark = pytest.mark.integration
-
-
-def _message(destination: str) -> OutgoingMessage:
-    return OutgoingMessage(
-        destination=destination,
-        message_id="m-1",
-        session_id="s-1",
-        subject="OrderPlaced",
-        content_type="application/json",
-        body=b"{}",
-        application_properties={"cloudEvents:id": "m-1"},
-    )
 
 
 def test_publisher_unknown_entity_raises_naming_entity_and_settings_warns_once(
@@ -38,9 +26,9 @@ def test_publisher_unknown_entity_raises_naming_entity_and_settings_warns_once(
     errors = []
     for _ in range(3):
         with pytest.raises(PublishUnavailableError) as raised:
-            publisher.publish([_message("no-such-topic")])
+            publisher.publish([factories.message("no-such-topic")])
         errors.append(str(raised.value))
-    publisher.publish([_message("integration-events")])
+    publisher.publish([factories.message("integration-events")])
 
     assert all("no-such-topic" in e and "routes in the declaration" in e for e in errors)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -160,6 +160,35 @@ def test_run_bad_option_exits_2_naming_option(option: str, value: str) -> None:
     assert option in result.stderr
 
 
+def _sigterm_once(
+    black_hole: BlackHole, env: dict[str, str], connections: int, *options: str
+) -> tuple[int, str]:
+    """Start ``python -m events run``, wait (bounded) until it made ``connections`` connections
+    to the black hole, send SIGTERM and wait at most BOUND: (exit status, stderr)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "events", "run", "--insecure-local", *options],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(int(BOUND / 0.1)):
+            if black_hole.accepted >= connections or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert process.poll() is None, "the relay ended before it was asked to"
+        assert black_hole.accepted >= connections, "the relay never reached the black hole"
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=BOUND)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    return process.returncode, process.stderr.read() if process.stderr else ""
+
+
 def test_run_sigterm_while_send_hangs_on_black_hole_exits_within_bound(
     local_cosmos: LocalCosmos, relay_database: DatabaseProxy, black_hole: BlackHole
 ) -> None:
@@ -171,41 +200,13 @@ def test_run_sigterm_while_send_hangs_on_black_hole_exits_within_bound(
         # Short: the start-up probes give up quickly, the relay runs and its sends hang.
         **{names.SERVICEBUS_TIMEOUT: "3"},
     )
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "events",
-            "run",
-            "--insecure-local",
-            "--shutdown-timeout",
-            "10",
-            "--poll-interval",
-            "0.2",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+
+    # Two start-up probes, then the relay's own send: three connections.
+    status, stderr = _sigterm_once(
+        black_hole, env, 3, "--shutdown-timeout", "10", "--poll-interval", "0.2"
     )
-    try:
-        # Wait (bounded) until the relay is connected to the black hole, i.e. sending.
-        for _ in range(int(BOUND / 0.1)):
-            if black_hole.accepted >= 3 or process.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert process.poll() is None, "the relay ended before it was asked to"
-        # Two start-up probes, then the relay's own send.
-        assert black_hole.accepted >= 3, "the relay never sent to the broker"
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=BOUND)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-    stderr = process.stderr.read() if process.stderr else ""
-    assert process.returncode == 0, stderr
+
+    assert status == 0, stderr
     assert "InsecureRequestWarning" not in stderr  # --insecure-local on loopback is quiet
     assert "stopping (signal SIGTERM)" in stderr
     assert "lease released" in stderr
@@ -221,27 +222,9 @@ def test_run_sigterm_with_cosmos_black_holed_exits_within_bound(
         names.SERVICEBUS_CONNECTION: local_servicebus.connection_string,
         names.COSMOS_TIMEOUT: "300",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "events", "run", "--insecure-local", "--shutdown-timeout", "5"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        for _ in range(int(BOUND / 0.1)):
-            if black_hole.accepted >= 1 or process.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert process.poll() is None
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=BOUND)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-    stderr = process.stderr.read() if process.stderr else ""
-    assert process.returncode == 1, stderr
+
+    status, stderr = _sigterm_once(black_hole, env, 1, "--shutdown-timeout", "5")
+
+    assert status == 1, stderr
     assert "Traceback" not in stderr
     assert "exiting now" in stderr
