@@ -145,3 +145,12 @@ def string_literals(source: bytes) -> list[str]:
         if node.type == "string" and not any(c.type == "interpolation" for c in node.children):
             found.append(text(node)[1:-1])
     return found
+
+
+def code(source: bytes) -> str:
+    """A Bicep source with its comments blanked out (same length): what Bicep evaluates."""
+    blanked = bytearray(source)
+    for node in walk(parse(source).root_node):
+        if node.type in ("comment", "diagnostic_comment"):
+            blanked[node.start_byte : node.end_byte] = b" " * (node.end_byte - node.start_byte)
+    return blanked.decode("utf-8")

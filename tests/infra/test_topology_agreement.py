@@ -2,38 +2,56 @@
 
 Bicep is read with tree-sitter (no Bicep CLI here): these tests check that Bicep iterates over
 the loaded topology instead of naming entities, and that everything the app reads is set.
+The checks that depend on the declaration live in ``tests.infra.agreement``: here they run on
+the shipped declaration and app, in the walkthrough test on a modified copy.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import pytest
 
-from events.deployment.settings import app_settings, setting_defaults
-from events.deployment.topology import Topology, iso_duration_seconds, load_topology
-from events.deployment.topology import load_topology as _load_topology
-from tests.infra.bicep import (
-    INFRA,
-    Declaration,
-    bicep_files,
-    declarations,
-    properties,
-    string_literals,
-    text,
+from events.deployment.settings import setting_defaults
+from events.deployment.topology import Topology, load_topology
+from tests.app_functions import registered_functions
+from tests.infra.agreement import (
+    AGREEMENT_CHECKS,
+    RegisteredApp,
+    check_app_settings_cover_every_binding_expression_and_connection,
+    check_app_settings_cover_every_setting_the_code_reads,
+    check_app_settings_use_the_managed_identity_everywhere,
+    check_bicep_code_names_no_feed_of_the_declaration,
+    check_bicep_hard_codes_no_entity_name,
+    check_dedup_window_longer_than_max_retry_delay,
+    check_every_entity_is_a_relay_destination,
+    check_every_entity_requires_duplicate_detection,
+    check_lease_prefixes_unique_in_the_declaration,
+    check_outbox_ttl_longer_than_dedup_window,
+    check_quarantine_ttl_longer_than_outbox_ttl,
+    check_setting_defaults_equal_declared_names,
+    check_trigger_lease_prefixes_unique_per_lease_container,
+    check_triggers_match_feeds_and_leases,
 )
+from tests.infra.bicep import INFRA, Declaration, declarations, properties, text
 
 pytestmark = pytest.mark.infra
 
 MODULES = INFRA / "modules"
+SOURCE = Path(__file__).read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
 def topology() -> Topology:
     return load_topology()
+
+
+@pytest.fixture(scope="module")
+def shipped() -> RegisteredApp:
+    """The functions ``function_app`` registers from the shipped declaration."""
+    return RegisteredApp.of(registered_functions())
 
 
 def _resources(module: str, resource_type: str) -> list[Declaration]:
@@ -143,24 +161,16 @@ def test_bicep_cosmos_container_takes_partition_key_and_ttl_from_topology() -> N
     assert "container.partitionKey" in text(resource["partitionKey"])
 
 
-def _entity_names(topology: Topology) -> set[str]:
-    bus = topology.service_bus
-    names = {c.name for c in topology.cosmos.containers} | bus.entity_names()
-    for topic in bus.topics:
-        for sub in topic.subscriptions:
-            names.add(sub.name)
-            names.update(rule.name for rule in sub.rules)
-    return names
+def test_bicep_files_hard_code_no_topology_entity_name(
+    topology: Topology, shipped: RegisteredApp
+) -> None:
+    check_bicep_hard_codes_no_entity_name(topology, shipped)
 
 
-def test_bicep_files_hard_code_no_topology_entity_name(topology: Topology) -> None:
-    names = _entity_names(topology)
-    hard_coded = set()
-    for path in bicep_files():
-        # `container.role == 'quarantine'` selects by topology role, which is not a name.
-        source = re.sub(r"\.role\s*==\s*'[^']*'", ".role == x", path.read_text())
-        hard_coded |= {(path.name, s) for s in string_literals(source.encode()) if s in names}
-    assert hard_coded == set()
+def test_bicep_code_names_no_monitored_container_setting_function_or_event(
+    topology: Topology, shipped: RegisteredApp
+) -> None:
+    check_bicep_code_names_no_feed_of_the_declaration(topology, shipped)
 
 
 @pytest.mark.parametrize(
@@ -196,214 +206,81 @@ def test_bicep_subscription_takes_every_setting_from_topology() -> None:
         assert text(props[key]) == f"subscription.{key}"
 
 
-# --- App settings --------------------------------------------------------------------------
+# --- App settings, bindings and time relations (shared with the walkthrough test) ------------
 
 
-@dataclass(frozen=True)
-class AppSettings:
-    names: frozenset[str]
-    literal_values: dict[str, str]
+def test_bicep_app_settings_cover_every_setting_the_code_reads(
+    topology: Topology, shipped: RegisteredApp
+) -> None:
+    check_app_settings_cover_every_setting_the_code_reads(topology, shipped)
 
 
-def _app_settings(topology: Topology) -> AppSettings:
-    """Names the function app's siteConfig.appSettings sets, expanding the topology loop."""
-    decls = {d.symbol: d for d in declarations(MODULES / "functionapp.bicep")}
-    site = properties(decls["site"].body)
-    site_config = properties(properties(site["properties"])["siteConfig"])
-    assert text(site_config["appSettings"]) == "concat(baseSettings, containerSettings)"
-
-    loop_settings = decls["containerSettings"]
-    assert loop_settings.loop is not None
-    assert loop_settings.loop.iterable == "topology.cosmos.containers"
-    item = properties(loop_settings.body)
-    assert text(item["name"]) == f"{loop_settings.loop.variable}.setting"
-    assert text(item["value"]) == f"{loop_settings.loop.variable}.name"
-    names = {c.setting for c in topology.cosmos.containers}
-
-    literal_values: dict[str, str] = {}
-    array = decls["baseSettings"].value
-    assert array is not None
-    assert array.type == "array"
-    for entry in (c for c in array.children if c.type == "object"):
-        props = properties(entry)
-        name = text(props["name"]).strip("'")
-        names.add(name)
-        value = props["value"]
-        if value.type == "string" and not any(c.type == "interpolation" for c in value.children):
-            literal_values[name] = text(value).strip("'")
-    return AppSettings(frozenset(names), literal_values)
-
-
-def _functions() -> tuple[Any, ...]:
-    # Shared with the other suites: FunctionApp.get_functions() may run only once per app.
-    from tests.app_functions import registered_functions
-
-    return registered_functions()
-
-
-def _bindings() -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for fn in _functions():
-        spec = json.loads(fn.get_function_json())
-        for binding in spec["bindings"]:
-            found.append({"function": fn.get_function_name(), **binding})
-    return found
-
-
-def _retry_policies() -> dict[str, dict[str, Any]]:
-    return {
-        fn.get_function_name(): dict(fn.get_settings_dict("retry_policy"))
-        for fn in _functions()
-        if fn.get_settings_dict("retry_policy")  # the timer has none: a missed run is rerun
-    }
-
-
-def test_bicep_app_settings_cover_every_setting_the_code_reads(topology: Topology) -> None:
-    settings = _app_settings(topology)
-    assert set(app_settings(topology)) - settings.names == set()
-
-
-def test_bicep_app_settings_use_the_managed_identity_everywhere(topology: Topology) -> None:
-    settings = _app_settings(topology)
-    required = {
-        "AzureWebJobsStorage__credential",
-        "AzureWebJobsStorage__clientId",
-        "APPLICATIONINSIGHTS_CONNECTION_STRING",
-        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
-    }
-    assert required <= settings.names
-    assert {"AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__accountName"} & (
-        settings.names
-    )
-    credentials = {k: v for k, v in settings.literal_values.items() if k.endswith("__credential")}
-    assert credentials == {
-        "AzureWebJobsStorage__credential": "managedidentity",
-        "RELAY_COSMOS__credential": "managedidentity",
-        "RELAY_SERVICEBUS__credential": "managedidentity",
-    }
-    # Flex Consumption keeps the runtime in functionAppConfig; these settings are rejected there.
-    assert {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION"} & settings.names == set()
-    # No connection string with a key: only the identity-based variants.
-    assert {"RELAY_COSMOS", "RELAY_SERVICEBUS", "AzureWebJobsStorage"} & settings.names == set()
+def test_bicep_app_settings_use_the_managed_identity_everywhere(
+    topology: Topology, shipped: RegisteredApp
+) -> None:
+    check_app_settings_use_the_managed_identity_everywhere(topology, shipped)
 
 
 def test_bicep_app_settings_cover_every_binding_expression_and_connection(
-    topology: Topology,
+    topology: Topology, shipped: RegisteredApp
 ) -> None:
-    settings = _app_settings(topology)
-    referenced: set[str] = set()
-    for binding in _bindings():
-        for value in binding.values():
-            if isinstance(value, str):
-                referenced.update(re.findall(r"%([^%]+)%", value))
-        for key in ("connection", "leaseConnection"):
-            if key in binding:
-                referenced.add(f"{binding[key]}__accountEndpoint")
-                referenced.add(f"{binding[key]}__credential")
-                referenced.add(f"{binding[key]}__clientId")
-    assert referenced
-    assert referenced - settings.names == set()
+    check_app_settings_cover_every_binding_expression_and_connection(topology, shipped)
 
 
-def _resolve(value: str) -> str:
-    match = re.fullmatch(r"%([^%]+)%", value)
-    return setting_defaults(_load_topology())[match.group(1)] if match else value
+def test_trigger_bindings_match_topology_feeds_and_leases(
+    topology: Topology, shipped: RegisteredApp
+) -> None:
+    check_triggers_match_feeds_and_leases(topology, shipped)
 
 
-def test_trigger_bindings_match_topology_feeds_and_leases(topology: Topology) -> None:
-    triggers = [b for b in _bindings() if b["type"] == "cosmosDBTrigger"]
-    leases = topology.cosmos.one("leases")
-    monitored = {c.feed.function: c for c in topology.cosmos.by_role("monitored") if c.feed}
-    assert {t["function"] for t in triggers} == set(monitored)
-    for trigger in triggers:
-        container = monitored[trigger["function"]]
-        assert container.feed is not None
-        assert _resolve(trigger["databaseName"]) == topology.cosmos.database
-        assert _resolve(trigger["containerName"]) == container.name
-        assert _resolve(trigger["leaseDatabaseName"]) == topology.cosmos.database
-        assert _resolve(trigger["leaseContainerName"]) == leases.name
-        assert trigger["leaseContainerPrefix"] == container.feed.lease_prefix
-        # Under Entra ID the trigger cannot create it (403); Bicep does.
-        assert trigger["createLeaseContainerIfNotExists"] is False
+def test_trigger_lease_prefixes_unique_per_lease_container(
+    topology: Topology, shipped: RegisteredApp
+) -> None:
+    check_trigger_lease_prefixes_unique_per_lease_container(topology, shipped)
 
 
-def test_trigger_lease_prefixes_unique_per_lease_container() -> None:
-    triggers = [b for b in _bindings() if b["type"] == "cosmosDBTrigger"]
-    keys = [
-        (_resolve(t["leaseContainerName"]), t.get("leaseContainerPrefix", "")) for t in triggers
-    ]
-    assert len(keys) == len(set(keys)) == 2
+def test_topology_lease_prefixes_unique(topology: Topology, shipped: RegisteredApp) -> None:
+    check_lease_prefixes_unique_in_the_declaration(topology, shipped)
 
 
-def test_topology_lease_prefixes_unique(topology: Topology) -> None:
-    prefixes = [c.feed.lease_prefix for c in topology.cosmos.containers if c.feed]
-    assert len(prefixes) == len(set(prefixes))
+def test_topology_dedup_window_longer_than_max_retry_delay(
+    topology: Topology, shipped: RegisteredApp
+) -> None:
+    check_dedup_window_longer_than_max_retry_delay(topology, shipped)
 
 
-def _timespan_seconds(value: str) -> int:
-    hours, minutes, seconds = (int(part) for part in value.split(":"))
-    return (hours * 60 + minutes) * 60 + seconds
+def test_topology_outbox_ttl_longer_than_dedup_window(
+    topology: Topology, shipped: RegisteredApp
+) -> None:
+    check_outbox_ttl_longer_than_dedup_window(topology, shipped)
 
 
-def _dedup_windows(topology: Topology) -> dict[str, int]:
-    bus = topology.service_bus
-    windows = {
-        t.name: iso_duration_seconds(t.duplicate_detection_history_time_window) for t in bus.topics
-    }
-    windows.update(
-        {
-            q.name: iso_duration_seconds(q.duplicate_detection_history_time_window)
-            for q in bus.queues
-        }
-    )
-    return windows
+def test_topology_quarantine_ttl_set_and_longer_than_outbox_ttl(
+    topology: Topology, shipped: RegisteredApp
+) -> None:
+    check_quarantine_ttl_longer_than_outbox_ttl(topology, shipped)
 
 
-def test_topology_dedup_window_longer_than_max_retry_delay(topology: Topology) -> None:
-    # A batch retried after its maximum backoff republishes messages: the broker must still
-    # remember their ids to drop the duplicates.
-    policies = _retry_policies()
-    assert policies
-    longest = max(_timespan_seconds(p["maximum_interval"]) for p in policies.values())
-    assert {p["strategy"] for p in policies.values()} == {"exponential_backoff"}
-    short = {name: w for name, w in _dedup_windows(topology).items() if w <= longest}
-    assert short == {}
+def test_topology_every_topic_and_queue_requires_duplicate_detection(
+    topology: Topology, shipped: RegisteredApp
+) -> None:
+    check_every_entity_requires_duplicate_detection(topology, shipped)
 
 
-def test_topology_outbox_ttl_longer_than_dedup_window(topology: Topology) -> None:
-    longest_window = max(_dedup_windows(topology).values())
-    assert topology.cosmos.outbox_ttl_seconds > longest_window
+def test_topology_every_entity_is_a_relay_destination(
+    topology: Topology, shipped: RegisteredApp
+) -> None:
+    check_every_entity_is_a_relay_destination(topology, shipped)
 
 
-def test_topology_quarantine_ttl_set_and_longer_than_outbox_ttl(topology: Topology) -> None:
-    # The quarantine holds whole documents (personal data): it must expire (-1 = never), but only
-    # after the outbox TTL, the longest outage the relay survives, so a document quarantined at
-    # the start of an outage is still there when operators look after it.
-    (quarantine,) = topology.cosmos.by_role("quarantine")
-    assert quarantine.default_ttl > topology.cosmos.outbox_ttl_seconds
+def test_settings_defaults_equal_topology_names(topology: Topology, shipped: RegisteredApp) -> None:
+    check_setting_defaults_equal_declared_names(topology, shipped)
 
 
-def test_topology_every_topic_and_queue_requires_duplicate_detection(topology: Topology) -> None:
-    bus = topology.service_bus
-    flags = [t.requires_duplicate_detection for t in bus.topics]
-    flags += [q.requires_duplicate_detection for q in bus.queues]
-    assert flags
-    assert all(flags)
-
-
-def test_topology_every_entity_is_a_relay_destination(topology: Topology) -> None:
-    # servicebus.bicep grants the app Data Sender on every topic and queue; least privilege
-    # holds only while each of them is somewhere the relay publishes.
-    bus = topology.service_bus
-    destinations = {bus.default_destination, *bus.routes.values()}
-    assert bus.entity_names() == destinations
-
-
-def test_settings_defaults_equal_topology_names(topology: Topology) -> None:
-    expected = {c.setting: c.name for c in topology.cosmos.containers}
-    expected["RELAY_DATABASE"] = topology.cosmos.database
-    actual = {k: v for k, v in setting_defaults(topology).items() if k in expected}
-    assert actual == expected
+def test_agreement_checks_are_all_run_on_the_shipped_declaration() -> None:
+    # A check added to AGREEMENT_CHECKS without a test here would only run on the copy.
+    called = set(re.findall(r"^    (check_\w+)\(topology, shipped\)", SOURCE, re.MULTILINE))
+    assert called == {check.__name__ for check in AGREEMENT_CHECKS}
 
 
 def test_settings_event_source_default_equals_bicep_parameter_default() -> None:
@@ -411,6 +288,6 @@ def test_settings_event_source_default_equals_bicep_parameter_default() -> None:
     main = (INFRA / "main.bicep").read_text()
     (bicep_default,) = re.findall(r"param eventSource string = '([^']*)'", main)
     parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
-    default = setting_defaults(_load_topology())["RELAY_EVENT_SOURCE"]
+    default = setting_defaults(load_topology())["RELAY_EVENT_SOURCE"]
     assert bicep_default == default
     assert parameters["eventSource"]["value"].endswith(f"={default}}}")
