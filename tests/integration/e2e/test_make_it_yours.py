@@ -9,6 +9,7 @@ No module of ``events/`` is edited: the package never names the new domain.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +49,8 @@ from tests.infra.agreement import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PACKAGE = Path(__file__).resolve().parents[3] / "events"
+REPO = Path(__file__).resolve().parents[3]
+PACKAGE = REPO / "events"
 
 #: Bounds of the change-feed and broker waits: steps of the processor, seconds in all.
 MAX_STEPS = 200
@@ -220,6 +222,27 @@ def test_bicep_with_the_copy_declared_names_none_of_its_feeds(
         vocabulary
     )
     check_bicep_code_names_no_feed_of_the_declaration(deployment.topology, registered)
+
+
+def _readme_blocks(language: str) -> list[str]:
+    """The ``language`` code blocks of the README's "Make it yours" section, in order."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Make it yours", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.DOTALL)
+
+
+def test_readme_make_it_yours_declares_and_defines_what_this_test_walks_through() -> None:
+    declaration, *_ = _readme_blocks("json")
+    contracts, *_ = _readme_blocks("python")
+    defined: dict[str, Any] = {}
+    # As a reader's module would run it: without this module's `from __future__` imports.
+    exec(compile(contracts, "README.md", "exec", dont_inherit=True), defined)
+
+    assert json.loads(declaration) == INVOICES_CONTAINER
+    for model in (InvoiceIssuedV1, InvoiceUpsertedV1, InvoiceDeletedV1):
+        documented = defined[model.__name__]
+        assert (documented.event_type, documented.version) == (model.event_type, model.version)
+        assert documented.model_json_schema() == model.model_json_schema()
 
 
 # --- (e) on the local stack, with the real SDKs -----------------------------------------------
