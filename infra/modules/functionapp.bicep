@@ -73,7 +73,7 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
 
-// One setting per Cosmos container, named by the topology (RELAY_ORDERS_CONTAINER=orders, ...).
+// One setting per Cosmos container, named by the declaration (each container's own "setting").
 var containerSettings = [for container in topology.cosmos.containers: {
   name: container.setting
   value: container.name
