@@ -8,6 +8,7 @@ It forwards bytes unchanged, so TLS passes through it.
         proxy.set_mode(Mode.BLACKHOLE)  # accept, but forward and answer nothing
         proxy.set_mode(Mode.PASS)       # the partition heals: stalled bytes flow again
         proxy.set_mode(Mode.DROP)       # reset every connection, and each new one at once
+        proxy.set_mode(Mode.ONE_WAY)    # requests reach the server, its answers are held
 
 Modes:
 
@@ -19,6 +20,9 @@ Modes:
   stall. Like a network partition, nothing is closed either: back in ``PASS`` the stalled
   bytes are delivered (what TCP retransmission does when a partition heals); ``DROP`` resets
   them instead.
+- ``ONE_WAY``: bytes from clients reach the upstream; nothing comes back (held, as in a
+  black hole, until ``PASS``). A request lands but its answer is lost: the client cannot
+  know whether it took effect (a send that the broker enqueued but never acknowledged).
 
 One thread owns every socket (a selector loop); ``set_mode`` and ``close`` are thread-safe and
 take effect before they return. Errors: DevStackError when the proxy cannot listen.
@@ -56,6 +60,7 @@ class Mode(StrEnum):
     PASS = "pass"
     DROP = "drop"
     BLACKHOLE = "blackhole"
+    ONE_WAY = "one-way"
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,7 @@ class FaultProxy:
         if mode is Mode.DROP:
             for connection in list(self._connections):
                 self._reset(connection)
-        elif mode is Mode.PASS:
+        elif mode in (Mode.PASS, Mode.ONE_WAY):
             for connection in list(self._connections):
                 if connection.upstream is None:
                     self._open_upstream(connection)
@@ -253,7 +258,7 @@ class FaultProxy:
             self._connections.append(connection)
             if self._mode is Mode.DROP:
                 self._reset(connection)
-            elif self._mode is Mode.PASS:
+            elif self._mode is not Mode.BLACKHOLE:
                 self._open_upstream(connection)
             # BLACKHOLE: accepted and left alone; PASS opens its upstream later.
 
@@ -272,7 +277,7 @@ class FaultProxy:
     # ------------------------------------------------------------------ one connection
     def _service(self, connection: _Connection, side: str, mask: int) -> None:
         upstream = connection.upstream
-        if upstream is None or self._mode is not Mode.PASS:
+        if upstream is None or self._mode in (Mode.BLACKHOLE, Mode.DROP):
             return
         try:
             if side == "client":
@@ -304,7 +309,8 @@ class FaultProxy:
         """Read from ``source`` into the buffer for ``sink``; write ``source``'s own buffer."""
         outgoing = connection.to_upstream if up else connection.to_client
         incoming = connection.to_client if up else connection.to_upstream
-        if mask & selectors.EVENT_READ:
+        downstream = self._mode is Mode.PASS  # ONE_WAY: nothing flows back to the client
+        if mask & selectors.EVENT_READ and (up or downstream):
             data = source.recv(_CHUNK)
             if data:
                 outgoing.extend(data)
@@ -313,11 +319,11 @@ class FaultProxy:
                 connection.client_eof = True
             else:
                 connection.upstream_eof = True
-        if mask & selectors.EVENT_WRITE and incoming:
+        if mask & selectors.EVENT_WRITE and incoming and (downstream or not up):
             sent = source.send(incoming)
             del incoming[:sent]
         # Try the other side at once: most of the time it can take the bytes.
-        if outgoing:
+        if outgoing and (up or downstream):
             with contextlib.suppress(BlockingIOError):
                 sent = sink.send(outgoing)
                 del outgoing[:sent]
@@ -337,15 +343,17 @@ class FaultProxy:
                 connection.client.shutdown(socket.SHUT_WR)
 
     def _interest(self, connection: _Connection, client_side: bool) -> int:
-        if self._mode is not Mode.PASS or connection.upstream is None:
+        if self._mode in (Mode.BLACKHOLE, Mode.DROP) or connection.upstream is None:
             return 0
+        downstream = self._mode is Mode.PASS
         eof = connection.client_eof if client_side else connection.upstream_eof
         outgoing = connection.to_upstream if client_side else connection.to_client
         incoming = connection.to_client if client_side else connection.to_upstream
         events = 0
-        if not eof and len(outgoing) < _MAX_BUFFER:
+        # The client side reads requests and writes answers; the upstream side the reverse.
+        if not eof and len(outgoing) < _MAX_BUFFER and (client_side or downstream):
             events |= selectors.EVENT_READ
-        if incoming:
+        if incoming and (downstream or not client_side):
             events |= selectors.EVENT_WRITE
         return events
 

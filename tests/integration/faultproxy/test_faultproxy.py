@@ -31,6 +31,7 @@ class EchoServer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self.accepted = 0
+        self.received = bytearray()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -48,10 +49,10 @@ class EchoServer:
             self.accepted += 1
             threading.Thread(target=self._echo, args=(connection,), daemon=True).start()
 
-    @staticmethod
-    def _echo(connection: socket.socket) -> None:
+    def _echo(self, connection: socket.socket) -> None:
         with connection, contextlib.suppress(OSError):
             while data := connection.recv(65536):
+                self.received.extend(data)
                 connection.sendall(data)
 
     def __enter__(self) -> EchoServer:
@@ -148,6 +149,23 @@ def test_faultproxy_blackhole_stalls_then_pass_delivers_the_stalled_bytes(
                 client.settimeout(_READ_TIMEOUT)
                 assert _read_exactly(client, 3) == expected
     assert echo.accepted == 2
+
+
+def test_faultproxy_one_way_delivers_requests_and_holds_the_answers(
+    proxy: FaultProxy, echo: EchoServer
+) -> None:
+    with _connect(proxy) as client:
+        proxy.set_mode(Mode.ONE_WAY)
+        client.sendall(b"request")
+        client.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            client.recv(7)
+        assert bytes(echo.received) == b"request"  # it landed: the echo answered it
+
+        proxy.set_mode(Mode.PASS)
+
+        client.settimeout(_READ_TIMEOUT)
+        assert _read_exactly(client, 7) == b"request"
 
 
 def test_faultproxy_drop_after_blackhole_resets_the_stalled_connections(
