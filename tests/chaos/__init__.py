@@ -1,0 +1,1 @@
+"""Seeded chaos test of the relay process against the local dev stack."""

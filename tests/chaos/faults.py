@@ -1,0 +1,300 @@
+"""The chaos test's faults: a seeded schedule, and what injects each fault into the stack.
+
+Kinds (one at a time, in a seeded order, with seeded gaps and durations):
+
+- ``sigkill``: SIGKILL the relay process (no lease release, no checkpoint of the batch in
+  flight) and start a new one after a short pause; it takes the feed over once the dead
+  relay's lease expires. Variant ``mid-send`` first cuts the broker's answers for a moment
+  (one-way proxy): the relay's sends are enqueued but never acknowledged when it dies, so
+  its successor sends them again and duplicate detection must absorb them.
+- ``drop``: the broker closes the relay's connection on a transfer (``mid-transfer``,
+  ``LocalServiceBus`` faults, armed for a few seconds: it fires only if the relay sends
+  meanwhile), or the proxy in front of the broker resets every connection and refuses new
+  ones for a moment (``reset``).
+- ``blackhole_broker``: the proxy in front of the broker accepts and forwards nothing for a
+  few seconds; then either the partition heals (``heal``: the stalled bytes flow) or every
+  stalled connection is reset (``reset``).
+- ``cosmos_outage``: the Cosmos DB server is frozen (``freeze``: SIGSTOP, connections accepted
+  by the kernel and never answered, a black hole) or stopped and started again on the same
+  port with its data file (``restart``: connections refused meanwhile). It hits the test's
+  own writer too, which retries, as an application would.
+
+The Cosmos outage is injected at the server, not through a proxy: the SDK reads the account
+once through the address it was given, then follows the account's advertised endpoint (the
+server's own port), so a proxy would only see the first request.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from azure.cosmos import CosmosClient
+
+from devstack.cosmos import LocalCosmos
+from devstack.demo import Relay
+from devstack.demo.stack import ROOT
+from devstack.faultproxy import FaultProxy, Mode
+from devstack.servicebus import LocalServiceBus
+
+__all__ = [
+    "CosmosServer",
+    "Fault",
+    "FaultKind",
+    "Injector",
+    "RelayProcess",
+    "fault_schedule",
+]
+
+
+#: How long the broker's answers are cut before a mid-send SIGKILL.
+_MID_SEND_SECONDS = 1.5
+
+
+class FaultKind(StrEnum):
+    SIGKILL = "sigkill"
+    DROP = "drop"
+    BLACKHOLE_BROKER = "blackhole_broker"
+    COSMOS_OUTAGE = "cosmos_outage"
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: float  # seconds after the start of the schedule
+    kind: FaultKind
+    variant: str
+    duration: float  # how long the fault lasts (the relay is down, the proxy dark, ...)
+    transfers: int = 0  # mid-transfer drop: transfers that pass before the one that drops
+
+    def __str__(self) -> str:
+        extra = f" after {self.transfers} transfers" if self.variant == "mid-transfer" else ""
+        return f"t={self.at:5.1f}s {self.kind}/{self.variant} for {self.duration:.1f}s{extra}"
+
+
+def fault_schedule(seed: int) -> tuple[Fault, ...]:
+    """The same seed always gives the same schedule; it ends when its last fault is over."""
+    rng = random.Random(seed ^ 0xFA_0175)
+    kinds = (
+        [FaultKind.SIGKILL] * rng.randint(3, 5)
+        + [FaultKind.DROP] * rng.randint(2, 4)
+        + [FaultKind.BLACKHOLE_BROKER] * 2
+        + [FaultKind.COSMOS_OUTAGE] * 2
+    )
+    rng.shuffle(kinds)
+    faults: list[Fault] = []
+    at = rng.uniform(2.0, 4.0)
+    for kind in kinds:
+        if kind is FaultKind.SIGKILL:
+            fault = Fault(at, kind, rng.choice(("restart", "mid-send")), rng.uniform(0.5, 2.0))
+        elif kind is FaultKind.DROP:
+            if rng.random() < 0.5:
+                fault = Fault(at, kind, "mid-transfer", 3.0, transfers=rng.randint(0, 3))
+            else:
+                fault = Fault(at, kind, "reset", rng.uniform(0.5, 1.5))
+        elif kind is FaultKind.BLACKHOLE_BROKER:
+            fault = Fault(at, kind, rng.choice(("heal", "reset")), rng.uniform(2.5, 4.5))
+        else:
+            fault = Fault(at, kind, rng.choice(("freeze", "restart")), rng.uniform(2.0, 4.0))
+        faults.append(fault)
+        at += fault.duration + rng.uniform(1.5, 3.5)
+    return tuple(faults)
+
+
+class RelayProcess:
+    """``python -m events run`` as a child process, with the demo's short leases."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self._env = env
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.started_at = 0.0  # time.monotonic() of the last start
+        #: Exit codes of relays that ended without being killed by the test.
+        self.unexpected_exits: list[int] = []
+
+    def start(self) -> None:
+        with self._log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "events",
+                    "run",
+                    *Relay.OPTIONS,
+                    "--instance-id",
+                    f"chaos-relay-{self.starts}",
+                ],
+                cwd=ROOT,
+                env={**os.environ, **self._env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.starts += 1
+        self.started_at = time.monotonic()
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def ensure_running(self) -> None:
+        """Start a relay if none runs; note it when one ended by itself."""
+        if self._process is not None and self._process.poll() is not None:
+            self.unexpected_exits.append(self._process.returncode)
+            self._process = None
+        if self._process is None:
+            self.start()
+
+    def kill(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is not None:
+            self.unexpected_exits.append(process.returncode)
+            return
+        process.kill()
+        process.wait(timeout=10)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (drain and release the leases), SIGKILL if it does not end in time."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self._log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class CosmosServer:
+    """The local Cosmos DB server, which can be frozen or restarted on the same port."""
+
+    def __init__(self, data_file: Path) -> None:
+        self._data_file = data_file
+        self._server = LocalCosmos(data_file=data_file)
+        self._port = 0
+        self._frozen = False
+
+    def start(self) -> None:
+        self._server.start()
+        self._port = int(self._server.endpoint.rstrip("/").rsplit(":", 1)[1])
+
+    @property
+    def connection_string(self) -> str:
+        return self._server.connection_string
+
+    def client(self) -> CosmosClient:
+        return self._server.client()
+
+    def freeze(self) -> None:
+        pid = self._server.pid
+        if pid is not None:
+            os.killpg(pid, signal.SIGSTOP)
+            self._frozen = True
+
+    def thaw(self) -> None:
+        pid = self._server.pid
+        if self._frozen and pid is not None:
+            os.killpg(pid, signal.SIGCONT)
+        self._frozen = False
+
+    def shut_down(self) -> None:
+        """SIGTERM: the server writes its data file and exits; clients are refused."""
+        self.thaw()
+        self._server.stop()
+
+    def start_again(self) -> None:
+        if self._server.is_running():
+            return
+        self._server = LocalCosmos(port=self._port, data_file=self._data_file)
+        self._server.start()
+
+    def stop(self) -> None:
+        self.thaw()
+        self._server.stop()
+
+
+class Injector:
+    """Applies a schedule to the running stack; ``clear`` undoes every fault."""
+
+    def __init__(
+        self,
+        relay: RelayProcess,
+        bus: LocalServiceBus,
+        broker_proxy: FaultProxy,
+        cosmos: CosmosServer,
+        log: Callable[[str], None],
+    ) -> None:
+        self._relay = relay
+        self._bus = bus
+        self._proxy = broker_proxy
+        self._cosmos = cosmos
+        self._log = log
+        self.injected: Counter[FaultKind] = Counter()
+
+    def run(self, schedule: tuple[Fault, ...], stop: threading.Event) -> None:
+        start = time.monotonic()
+        for fault in schedule:
+            if stop.wait(max(0.0, start + fault.at - time.monotonic())):
+                return
+            self._log(f"fault {fault}")
+            self._inject(fault, stop)
+            self.injected[fault.kind] += 1
+            self.clear()
+
+    def _inject(self, fault: Fault, stop: threading.Event) -> None:
+        if fault.kind is FaultKind.SIGKILL:
+            if fault.variant == "mid-send":
+                self._proxy.set_mode(Mode.ONE_WAY)
+                stop.wait(_MID_SEND_SECONDS)
+            self._relay.kill()
+            self._proxy.set_mode(Mode.PASS)
+            stop.wait(fault.duration)
+            self._relay.start()
+        elif fault.kind is FaultKind.DROP and fault.variant == "mid-transfer":
+            dropped = self._bus.stats.dropped_connections
+            self._bus.faults.drop_connection_after(fault.transfers)
+            stop.wait(fault.duration)
+            self._bus.faults.drop_connection_after(None)
+            if self._bus.stats.dropped_connections == dropped:
+                self._log("  (the relay sent too little meanwhile: nothing was dropped)")
+        elif fault.kind is FaultKind.DROP:
+            self._proxy.set_mode(Mode.DROP)
+            stop.wait(fault.duration)
+        elif fault.kind is FaultKind.BLACKHOLE_BROKER:
+            self._proxy.set_mode(Mode.BLACKHOLE)
+            stop.wait(fault.duration)
+            if fault.variant == "reset":
+                self._proxy.set_mode(Mode.DROP)
+        elif fault.variant == "freeze":
+            self._cosmos.freeze()
+            stop.wait(fault.duration)
+            self._cosmos.thaw()
+        else:
+            self._cosmos.shut_down()
+            stop.wait(fault.duration)
+            self._cosmos.start_again()
+
+    def clear(self) -> None:
+        """Every fault off: the broker and the proxy pass, Cosmos DB serves, a relay runs."""
+        self._bus.faults.clear()
+        self._proxy.set_mode(Mode.PASS)
+        self._cosmos.thaw()
+        self._cosmos.start_again()
+        self._relay.ensure_running()
