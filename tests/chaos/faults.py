@@ -4,9 +4,9 @@ Kinds (one at a time, in a seeded order, with seeded gaps and durations):
 
 - ``sigkill``: SIGKILL the relay process (no lease release, no checkpoint of the batch in
   flight) and start a new one after a short pause; it takes the feed over once the dead
-  relay's lease expires. Variant ``mid-send`` first cuts the broker's answers for a moment
-  (one-way proxy): the relay's sends are enqueued but never acknowledged when it dies, so
-  its successor sends them again and duplicate detection must absorb them.
+  relay's lease expires. Variant ``mid-send`` first cuts the broker's answers (one-way
+  proxy) until a send lands: it is enqueued but never acknowledged when the relay dies, so
+  its successor sends it again and duplicate detection must absorb it.
 - ``drop``: the broker closes the relay's connection on a transfer (``mid-transfer``,
   ``LocalServiceBus`` faults, armed for a few seconds: it fires only if the relay sends
   meanwhile), or the proxy in front of the broker resets every connection and refuses new
@@ -57,8 +57,9 @@ __all__ = [
 ]
 
 
-#: How long the broker's answers are cut before a mid-send SIGKILL.
-_MID_SEND_SECONDS = 1.5
+#: How long the broker's answers are cut, at most, waiting for a send to land before a
+#: mid-send SIGKILL (a relay that is still taking its leases over sends nothing).
+_MID_SEND_SECONDS = 4.0
 
 
 class FaultKind(StrEnum):
@@ -261,8 +262,7 @@ class Injector:
     def _inject(self, fault: Fault, stop: threading.Event) -> None:
         if fault.kind is FaultKind.SIGKILL:
             if fault.variant == "mid-send":
-                self._proxy.set_mode(Mode.ONE_WAY)
-                stop.wait(_MID_SEND_SECONDS)
+                self._cut_answers_until_a_send_lands(stop)
             self._relay.kill()
             self._proxy.set_mode(Mode.PASS)
             stop.wait(fault.duration)
@@ -290,6 +290,17 @@ class Injector:
             self._cosmos.shut_down()
             stop.wait(fault.duration)
             self._cosmos.start_again()
+
+    def _cut_answers_until_a_send_lands(self, stop: threading.Event) -> None:
+        """One-way proxy until the broker has taken a transfer it cannot acknowledge."""
+        transfers = sum(self._bus.stats.transfers.values())
+        self._proxy.set_mode(Mode.ONE_WAY)
+        deadline = time.monotonic() + _MID_SEND_SECONDS
+        while sum(self._bus.stats.transfers.values()) == transfers:
+            if stop.wait(0.05) or time.monotonic() > deadline:
+                self._log("  (no send landed meanwhile: killed without one in flight)")
+                return
+        stop.wait(0.2)  # let the rest of the batch's transfers land too
 
     def clear(self) -> None:
         """Every fault off: the broker and the proxy pass, Cosmos DB serves, a relay runs."""
