@@ -52,6 +52,7 @@ class Received:
         self,
         destination: str,
         message_id: str,
+        session_id: str,
         first_delivery: bool,
         body: bytes,
         properties: dict[str | bytes, object],
@@ -70,7 +71,7 @@ class Received:
         with self.lock:
             self.ids.add(key)
             self.types[message_id] = event.type
-            self.sequences[(destination, event.partitionkey or "")].append(sequence)
+            self.sequences[(destination, session_id)].append(sequence)
             if event.type == "OrderUpserted":
                 known = self.cdc_states.get(event.subject)
                 if known is None or known[0] < sequence:
@@ -136,6 +137,7 @@ def _drain_until_empty(
                     received.record(
                         destination,
                         str(message.message_id),
+                        str(message.session_id),
                         (message.delivery_count or 0) == 0,
                         b"".join(message.body),
                         dict(message.application_properties or {}),

@@ -10,7 +10,6 @@ Timing still varies between runs (which batch a fault hits), as it does in produ
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
@@ -31,11 +30,11 @@ from events import settings as names
 from events.topology import load_topology
 from tests.chaos.faults import CosmosServer, Injector, RelayProcess, fault_schedule
 from tests.chaos.receiver import Received, drain
+from tests.chaos.verdict import judge
 from tests.chaos.workload import (
     INTEGRATION_EVENTS,
     PAYMENTS,
     Expected,
-    Plan,
     Writer,
     build_plan,
     describe,
@@ -54,8 +53,6 @@ RECEIVERS = {INTEGRATION_EVENTS: 9, PAYMENTS: 3}
 TAKEOVER_SECONDS = 8.0
 #: The broker took no new message for this long: the relay is (probably) caught up.
 QUIET_SECONDS = 2.0
-#: Event types that come from CDC: checked by each order's final state, not by id.
-CDC_TYPES = frozenset({"OrderUpserted", "OrderDeleted"})
 
 
 LOOPBACK_TLS_WARNING = "Unverified HTTPS request is being made to host '127.0.0.1'"
@@ -83,81 +80,14 @@ def chaos_seed() -> int:
     return int(os.environ.get("CHAOS_SEED", DEFAULT_SEED))
 
 
-@dataclass(frozen=True)
-class Verdict:
-    expected: int
-    received: int
-    lost: int
-    duplicates: int
-    order_violations: int
-    cdc_final_missing: int
-    unexpected_events: int
-    poison: int
-    quarantined: int
-    poison_missing: tuple[tuple[str, str], ...]
-    unexpected_quarantined: tuple[tuple[str, str], ...]
-
-    @property
-    def complete(self) -> bool:
-        return self.lost == 0 and self.cdc_final_missing == 0 and not self.poison_missing
-
-    def __str__(self) -> str:
-        return (
-            f"lost={self.lost} duplicates={self.duplicates} "
-            f"order_violations={self.order_violations} "
-            f"cdc_final_states_missing={self.cdc_final_missing} "
-            f"unexpected_events={self.unexpected_events} "
-            f"quarantined={self.quarantined}/{self.poison} "
-            f"unexpected_quarantined={len(self.unexpected_quarantined)} "
-            f"(expected events {self.expected}, received messages {self.received})"
-        )
-
-
-def judge(
-    plan: Plan, expected: dict[str, str], received: Received, quarantine: ContainerProxy
-) -> Verdict:
-    with received.lock:
-        ids = set(received.ids)
-        types = dict(received.types)
-        sequences = {key: list(values) for key, values in received.sequences.items()}
-        cdc = dict(received.cdc_states)
-        duplicates = len(received.duplicates)
-    lost = sum(1 for event_id, dest in expected.items() if (dest, event_id) not in ids)
-    violations = sum(
-        1
-        for values in sequences.values()
-        for before, after in itertools.pairwise(values)
-        if after <= before
-    )
-    cdc_missing = sum(
-        1
-        for order, (status, total) in plan.final_states.items()
-        if cdc.get(order, (0, "", 0))[1:] != (status, total)
-    )
-    unexpected = sum(
-        1
-        for _, message_id in ids
-        if message_id not in expected and types[message_id] not in CDC_TYPES
-    )
-    records = {
+def quarantine_records(quarantine: ContainerProxy) -> set[tuple[str, str]]:
+    """(container, document id) of every record in the quarantine container."""
+    return {
         (str(r["container"]), str(r["documentId"]))
         for r in quarantine.query_items(
             "SELECT c.container, c.documentId FROM c", enable_cross_partition_query=True
         )
     }
-    return Verdict(
-        expected=len(expected),
-        received=len(ids),
-        lost=lost,
-        duplicates=duplicates,
-        order_violations=violations,
-        cdc_final_missing=cdc_missing,
-        unexpected_events=unexpected,
-        poison=len(plan.poison),
-        quarantined=len(records & plan.poison),
-        poison_missing=tuple(sorted(plan.poison - records)),
-        unexpected_quarantined=tuple(sorted(records - plan.poison)),
-    )
 
 
 @dataclass
@@ -253,14 +183,14 @@ def test_chaos_relay_under_seeded_faults_loses_duplicates_and_reorders_nothing(
         while True:
             _wait_until_quiet(stack, settle_deadline)
             drain(client, received, RECEIVERS)
-            verdict = judge(plan, expected.snapshot(), received, quarantine)
+            verdict = judge(plan, expected.snapshot(), received, quarantine_records(quarantine))
             print(f"  {_clock(began)} drained: {verdict}")
             if verdict.complete or time.monotonic() > settle_deadline:
                 break
         if verdict.complete:
             time.sleep(GRACE_SECONDS)  # a late duplicate would be on the broker by now
             drain(client, received, RECEIVERS)
-            verdict = judge(plan, expected.snapshot(), received, quarantine)
+            verdict = judge(plan, expected.snapshot(), received, quarantine_records(quarantine))
 
     faults = " ".join(f"{kind}={n}" for kind, n in sorted(injector.injected.items()))
     print(f"documents written: {plan.documents} (steps {writer.written}, retries {writer.retries})")
