@@ -7,6 +7,10 @@ Kinds (one at a time, in a seeded order, with seeded gaps and durations):
   relay's lease expires. Variant ``mid-send`` first cuts the broker's answers (one-way
   proxy) until a send lands: it is enqueued but never acknowledged when the relay dies, so
   its successor sends it again and duplicate detection must absorb it.
+- ``pause``: SIGSTOP the relay (a VM or GC pause) and start another, which takes the feed
+  over once the paused one's lease expires; then SIGCONT the paused one, let both run for a
+  few seconds (the old owner resumes in the middle of whatever it was doing: split brain),
+  and SIGKILL it.
 - ``drop``: the broker closes the relay's connection on a transfer (``mid-transfer``,
   ``LocalServiceBus`` faults, armed for a few seconds: it fires only if the relay sends
   meanwhile), or the proxy in front of the broker resets every connection and refuses new
@@ -57,6 +61,11 @@ __all__ = [
 ]
 
 
+#: A paused relay's lease expires after 6 s (devstack.demo.Relay.OPTIONS); its successor
+#: looks for free leases every second.
+_TAKEOVER_SECONDS = 8.0
+#: How long a resumed relay and its successor both run before the old one is killed.
+_BOTH_RUN_SECONDS = 3.0
 #: How long the broker's answers are cut, at most, waiting for a send to land before a
 #: mid-send SIGKILL (a relay that is still taking its leases over sends nothing).
 _MID_SEND_SECONDS = 4.0
@@ -64,6 +73,7 @@ _MID_SEND_SECONDS = 4.0
 
 class FaultKind(StrEnum):
     SIGKILL = "sigkill"
+    PAUSE = "pause"
     DROP = "drop"
     BLACKHOLE_BROKER = "blackhole_broker"
     COSMOS_OUTAGE = "cosmos_outage"
@@ -86,8 +96,9 @@ def fault_schedule(seed: int) -> tuple[Fault, ...]:
     """The same seed always gives the same schedule; it ends when its last fault is over."""
     rng = random.Random(seed ^ 0xFA_0175)
     kinds = (
-        [FaultKind.SIGKILL] * rng.randint(3, 5)
-        + [FaultKind.DROP] * rng.randint(2, 4)
+        [FaultKind.SIGKILL] * rng.randint(3, 4)
+        + [FaultKind.PAUSE]
+        + [FaultKind.DROP] * rng.randint(2, 3)
         + [FaultKind.BLACKHOLE_BROKER] * 2
         + [FaultKind.COSMOS_OUTAGE] * 2
     )
@@ -97,17 +108,19 @@ def fault_schedule(seed: int) -> tuple[Fault, ...]:
     for kind in kinds:
         if kind is FaultKind.SIGKILL:
             fault = Fault(at, kind, rng.choice(("restart", "mid-send")), rng.uniform(0.5, 2.0))
+        elif kind is FaultKind.PAUSE:
+            fault = Fault(at, kind, "split-brain", _TAKEOVER_SECONDS + _BOTH_RUN_SECONDS)
         elif kind is FaultKind.DROP:
             if rng.random() < 0.5:
                 fault = Fault(at, kind, "mid-transfer", 3.0, transfers=rng.randint(0, 3))
             else:
                 fault = Fault(at, kind, "reset", rng.uniform(0.5, 1.5))
         elif kind is FaultKind.BLACKHOLE_BROKER:
-            fault = Fault(at, kind, rng.choice(("heal", "reset")), rng.uniform(2.5, 4.5))
+            fault = Fault(at, kind, rng.choice(("heal", "reset")), rng.uniform(2.0, 4.0))
         else:
-            fault = Fault(at, kind, rng.choice(("freeze", "restart")), rng.uniform(2.0, 4.0))
+            fault = Fault(at, kind, rng.choice(("freeze", "restart")), rng.uniform(2.0, 3.5))
         faults.append(fault)
-        at += fault.duration + rng.uniform(1.5, 3.5)
+        at += fault.duration + rng.uniform(1.2, 3.0)
     return tuple(faults)
 
 
@@ -118,6 +131,7 @@ class RelayProcess:
         self._env = env
         self._log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
+        self._paused: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.started_at = 0.0  # time.monotonic() of the last start
         #: Exit codes of relays that ended without being killed by the test.
@@ -156,7 +170,26 @@ class RelayProcess:
         if self._process is None:
             self.start()
 
+    def pause_and_replace(self) -> None:
+        """SIGSTOP the running relay (kept aside) and start a successor."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGSTOP)
+            self._paused, self._process = self._process, None
+        self.start()
+
+    def resume_paused(self) -> None:
+        if self._paused is not None:
+            self._paused.send_signal(signal.SIGCONT)
+
+    def kill_paused(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None and paused.poll() is None:
+            paused.send_signal(signal.SIGCONT)
+            paused.kill()
+            paused.wait(timeout=10)
+
     def kill(self) -> None:
+        self.kill_paused()
         process, self._process = self._process, None
         if process is None:
             return
@@ -168,6 +201,7 @@ class RelayProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (drain and release the leases), SIGKILL if it does not end in time."""
+        self.kill_paused()
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
@@ -267,6 +301,12 @@ class Injector:
             self._proxy.set_mode(Mode.PASS)
             stop.wait(fault.duration)
             self._relay.start()
+        elif fault.kind is FaultKind.PAUSE:
+            self._relay.pause_and_replace()
+            stop.wait(_TAKEOVER_SECONDS)
+            self._relay.resume_paused()
+            stop.wait(_BOTH_RUN_SECONDS)
+            self._relay.kill_paused()
         elif fault.kind is FaultKind.DROP and fault.variant == "mid-transfer":
             dropped = self._bus.stats.dropped_connections
             self._bus.faults.drop_connection_after(fault.transfers)
