@@ -97,14 +97,16 @@ def fault_schedule(seed: int) -> tuple[Fault, ...]:
     rng = random.Random(seed ^ 0xFA_0175)
     kinds = (
         [FaultKind.SIGKILL] * rng.randint(3, 4)
-        + [FaultKind.PAUSE]
         + [FaultKind.DROP] * rng.randint(2, 3)
         + [FaultKind.BLACKHOLE_BROKER] * 2
         + [FaultKind.COSMOS_OUTAGE] * 2
     )
     rng.shuffle(kinds)
+    # The pause comes first, once the first relay holds its leases (it starts in about 2 s
+    # with free leases): later, a recently restarted relay may still be waiting for them.
+    kinds.insert(0, FaultKind.PAUSE)
     faults: list[Fault] = []
-    at = rng.uniform(2.0, 4.0)
+    at = rng.uniform(5.0, 7.0)
     for kind in kinds:
         if kind is FaultKind.SIGKILL:
             fault = Fault(at, kind, rng.choice(("restart", "mid-send")), rng.uniform(0.5, 2.0))
