@@ -208,6 +208,8 @@ def test_chaos_relay_under_seeded_faults_loses_duplicates_and_reorders_nothing(
     if not verdict.complete:
         print(f"poison not quarantined: {verdict.poison_missing}")
         print(f"relay log tail:\n{stack.relay.log_tail()}")
+    for destination, session, before, after in verdict.out_of_order:
+        print(f"out of order: {destination} session {session}: sequence {after} after {before}")
     if verdict.unexpected_quarantined:
         print(f"quarantined but valid or skipped: {verdict.unexpected_quarantined}")
 

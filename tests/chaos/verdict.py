@@ -32,6 +32,8 @@ class Verdict:
     quarantined: int
     poison_missing: tuple[tuple[str, str], ...]
     unexpected_quarantined: tuple[tuple[str, str], ...]
+    #: The first violations: (destination, session id, sequence before, sequence after).
+    out_of_order: tuple[tuple[str, str, int, int], ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -63,12 +65,12 @@ def judge(
         cdc = dict(received.cdc_states)
         duplicates = len(received.duplicates)
     lost = sum(1 for event_id, dest in expected.items() if (dest, event_id) not in ids)
-    violations = sum(
-        1
-        for values in sequences.values()
+    out_of_order = [
+        (destination, session, before, after)
+        for (destination, session), values in sorted(sequences.items())
         for before, after in itertools.pairwise(values)
         if after <= before
-    )
+    ]
     cdc_missing = sum(
         1
         for order, (status, total) in plan.final_states.items()
@@ -85,7 +87,8 @@ def judge(
         received=len(ids),
         lost=lost,
         duplicates=duplicates,
-        order_violations=violations,
+        order_violations=len(out_of_order),
+        out_of_order=tuple(out_of_order[:10]),
         cdc_final_missing=cdc_missing,
         unexpected_events=unexpected,
         poison=len(plan.poison),
