@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusClient, ServiceBusReceiver
 from azure.servicebus.exceptions import OperationTimeoutError
 
-from events.messages import event_from_message
+from events.core.messages import event_from_message
 
 __all__ = ["Received", "drain"]
 

@@ -26,8 +26,8 @@ from azure.servicebus import ServiceBusClient
 from devstack.faultproxy import FaultProxy
 from devstack.provision import provision_cosmos
 from devstack.servicebus import LocalServiceBus
-from events import settings as names
-from events.topology import load_topology
+from events.deployment import settings as names
+from events.deployment.topology import load_topology
 from tests.chaos.faults import CosmosServer, Injector, RelayProcess, fault_schedule
 from tests.chaos.receiver import Received, drain
 from tests.chaos.verdict import judge

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from events.envelope import IntegrationEvent, sequence_of
-from events.messages import Router, to_message
+from events.core.envelope import IntegrationEvent, sequence_of
+from events.core.messages import Router, to_message
 from tests.chaos.receiver import Received
 from tests.chaos.verdict import judge
 from tests.chaos.workload import INTEGRATION_EVENTS, Plan, Step

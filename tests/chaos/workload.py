@@ -36,12 +36,12 @@ from azure.core.exceptions import AzureError
 from azure.cosmos import DatabaseProxy
 from azure.cosmos.exceptions import CosmosResourceExistsError
 
-from events.contracts import OrderPlacedV1, OrderShippedV1
+from events.adapters.cosmos.eventstore import EventStore, NewEvent
+from events.adapters.cosmos.outbox import OutboxEvent, OutboxWriter
+from events.core.sources.eventstore import eventstore_event_id, stream_event_id
+from events.core.sources.outbox import outbox_event_id
+from events.deployment.contracts import OrderPlacedV1, OrderShippedV1
 from events.errors import ConcurrencyConflictError, OutboxConflictError, StoreUnavailableError
-from events.eventstore import EventStore, NewEvent
-from events.outbox import OutboxEvent, OutboxWriter
-from events.sources.eventstore import eventstore_event_id, stream_event_id
-from events.sources.outbox import outbox_event_id
 
 __all__ = [
     "INTEGRATION_EVENTS",
