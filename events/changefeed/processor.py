@@ -497,6 +497,25 @@ class ChangeFeedProcessor:
         self._availability.up(key)
         return page
 
+    def _expired(self, owned: _Owned) -> bool:
+        """True (and the lease dropped) when the lease expired by this instance's clock since
+        it was last written: another instance may own the range and have handled newer
+        changes, so handling an older page now could publish an aggregate's old state after
+        its new one (a paused process resuming, split brain). The page is left to the owner."""
+        expires_at = owned.lease.expires_at
+        if expires_at is None or self._clock() < expires_at:
+            return False
+        logger.warning(
+            "lease expired before its page was handled processor=%s lease=%s expired_at=%s: "
+            "page left to the lease's next owner",
+            self.name,
+            owned.lease.id,
+            expires_at.isoformat(),
+            extra={"lease_id": owned.lease.id},
+        )
+        self._lost(owned)
+        return True
+
     def _deliver(self, owned: _Owned, items: list[dict[str, Any]]) -> int:
         """Hand ``items`` to the handler until it returns; the number of attempts, or 0 when
         the page was abandoned (stop requested or lease lost while retrying)."""
@@ -504,6 +523,8 @@ class ChangeFeedProcessor:
         key = self._key("handler", owned)
         while True:
             attempt += 1
+            if self._expired(owned):
+                return 0
             owned.handling_since = self._clock()
             try:
                 self._handler(items)

@@ -137,3 +137,44 @@ def _until_renewed_beyond(store: InMemoryLeaseStore, expiry: datetime) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+class _PausingFeed(InMemoryChangeFeed):
+    """A feed whose next read takes ``pause`` seconds of the injected clock: the process was
+    stopped (SIGSTOP, a VM pause) between reading a page and handling it."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock_to_advance = clock
+        self.pause = 0.0
+
+    def read_page(self, feed_range: Any, position: Any, max_items: int) -> Any:
+        page = super().read_page(feed_range, position, max_items)
+        if page.items and self.pause:
+            self.clock_to_advance.advance(self.pause)
+            self.pause = 0.0
+        return page
+
+
+def test_processor_page_read_before_its_lease_expired_is_not_handled_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, store = Clock(), InMemoryLeaseStore()
+    feed = _PausingFeed(clock)
+    handled: list[str] = []
+    first = _processor(feed, store, lambda docs: handled.extend(d["id"] for d in docs), clock, "a")
+    first.run_once()  # acquires the lease; nothing to read yet
+    feed.write({"id": "d1", "pk": "d1"}, partition_key="d1")
+    feed.pause = 11.0  # longer than the 10 s lease
+    caplog.set_level(logging.WARNING, logger="events.changefeed")
+
+    first.run_once()
+
+    assert handled == []
+    assert first.owned_leases == []
+    assert any(
+        "lease expired before its page was handled" in r.getMessage() for r in caplog.records
+    )
+    second = _processor(feed, store, lambda docs: handled.extend(d["id"] for d in docs), clock, "b")
+    second.run_once()
+    assert handled == ["d1"]
