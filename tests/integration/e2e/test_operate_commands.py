@@ -20,6 +20,7 @@ from azure.cosmos import CosmosClient, DatabaseProxy, PartitionKey
 from devstack.cosmos import LocalCosmos
 from devstack.servicebus import LocalServiceBus
 from events.deployment import settings as names
+from events.hosts.runtime import Runtime
 from tests import factories
 
 pytestmark = pytest.mark.integration
@@ -229,3 +230,28 @@ def test_run_sigkilled_restarted_without_instance_id_resumes_before_lease_expiry
     assert resumed["owner"] == owned["owner"]
     assert resumed["timestamp"] < owned["expiresAt"]
     assert "lease acquired" in log.read_text(encoding="utf-8")
+
+
+def test_quarantine_redrive_aggregate_stops_at_first_still_quarantined(
+    env: dict[str, str], cosmos_client: CosmosClient, database_name: str
+) -> None:
+    assert _events(env, "provision", "--insecure-local").returncode == 0
+    runtime = Runtime.from_environment(env, verify_tls=False)
+    runtime.relay("relay_orders").process(
+        [
+            factories.order("o-7", status="teleported"),
+            factories.shipped("o-7", "e-2"),
+            factories.shipped("o-7", "e-3"),
+            factories.order("o-8", status="teleported"),
+        ]
+    )
+
+    result = _events(env, "quarantine", "redrive", "--aggregate", "o-7", "--insecure-local")
+
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert "still quarantined" in lines[0]
+    assert all("not tried: parked behind" in line for line in lines[1:3])
+    assert lines[-1] == "aggregate=o-7 re-driven=0 still-quarantined=3"
+    quarantine = _database(cosmos_client, database_name).get_container_client("quarantine")
+    assert len(list(quarantine.read_all_items())) == 4  # nothing deleted, o-8 untouched
