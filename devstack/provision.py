@@ -7,6 +7,9 @@ The lease container in particular must exist before ``func start``: the triggers
 
     python -m devstack.provision                      # Cosmos DB emulator on https://localhost:8081/
     python -m devstack.provision --connection-string "AccountEndpoint=...;AccountKey=...;"
+
+``python -m events provision`` does the same with the app's settings (and for Azure with an
+identity); this module stays for the dev stack and the emulator docs.
 """
 
 from __future__ import annotations
@@ -18,10 +21,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from azure.cosmos import CosmosClient, PartitionKey
+from azure.cosmos import CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from events.deployment.topology import ContainerSpec, Topology, load_topology
+from events.adapters.cosmos.provision import (
+    ContainerDefinition,
+    provision_containers,
+    provision_database,
+)
+from events.deployment.topology import Topology, load_topology
+from events.errors import RelayError, SettingsError
 
 __all__ = ["EMULATOR_CONNECTION_STRING", "ProvisionError", "main", "provision_cosmos"]
 
@@ -37,40 +46,29 @@ class ProvisionError(RuntimeError):
     """The account holds a container that cannot be brought in line with the topology."""
 
 
-def _ensure_container(client: CosmosClient, database_name: str, spec: ContainerSpec) -> None:
-    database = client.get_database_client(database_name)
-    container = database.create_container_if_not_exists(
-        id=spec.name,
-        partition_key=PartitionKey(path=spec.partition_key),
-        default_ttl=spec.default_ttl,
-    )
-    properties = container.read()
-    paths = properties.get("partitionKey", {}).get("paths", [])
-    if paths != [spec.partition_key]:
-        # A partition key is fixed at creation; changing it means a new container and a copy.
-        raise ProvisionError(
-            f"container {database_name}/{spec.name} has partition key {paths}, "
-            f"the topology says {spec.partition_key!r}; delete it or fix the topology"
-        )
-    if properties.get("defaultTtl") != spec.default_ttl:
-        database.replace_container(
-            container,
-            partition_key=PartitionKey(path=spec.partition_key),
-            default_ttl=spec.default_ttl,
-        )
-
-
 def provision_cosmos(client: CosmosClient, topology: Topology) -> tuple[str, ...]:
     """Create the topology's database and every container (partition key, default TTL).
 
     Idempotent: existing containers are kept (their default TTL is corrected); a container whose
     partition key differs raises ProvisionError. Returns the container names, in topology order.
+    The work is ``events.adapters.cosmos.provision``'s, which ``python -m events provision``
+    uses too.
     """
     cosmos = topology.cosmos
-    client.create_database_if_not_exists(id=cosmos.database)
-    for spec in cosmos.containers:
-        _ensure_container(client, cosmos.database, spec)
+    try:
+        database, _ = provision_database(client, cosmos.database)
+        provision_containers(database, container_definitions(topology))
+    except SettingsError as exc:
+        raise ProvisionError(str(exc)) from None
     return tuple(spec.name for spec in cosmos.containers)
+
+
+def container_definitions(topology: Topology) -> list[ContainerDefinition]:
+    """The topology's containers under their declared names."""
+    return [
+        ContainerDefinition(spec.name, spec.partition_key, spec.default_ttl)
+        for spec in topology.cosmos.containers
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         names = provision_cosmos(client, topology)
-    except (CosmosHttpResponseError, ProvisionError) as exc:
+    except (CosmosHttpResponseError, ProvisionError, RelayError) as exc:
         print(f"provisioning failed: {exc}", file=sys.stderr)
         return 1
     print(f"database {topology.cosmos.database}: {', '.join(names)}")

@@ -2,12 +2,17 @@
 
     run                 the relay as a long-running change-feed processor (same settings as
                         the Function app)
+    provision           create the database and containers of the declaration (idempotent)
+    check [--offline]   validate the deployment against every rule, one line per rule
     dev [cosmos|servicebus] [...]
                         the local dev stack: with no sub-command, the whole flow on one
                         machine (servers, relay, demo writer and consumer)
     schemas [--check]   export the event contracts' JSON Schemas to schemas/
-    quarantine list|redrive [--feed F] [ID ...]
+    quarantine list|redrive [--feed F] [--aggregate KEY] [ID ...]
                         show quarantined documents; relay them again once fixed
+
+``python -m events --help`` prints this; ``python -m events <command> --help`` the options of
+one command. An unknown command exits with status 2.
 
 ``dev`` lives in the repository's ``devstack`` package, which the Functions deployment does
 not ship; it is imported only when asked for.
@@ -79,11 +84,22 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "dev": _dev,
     "schemas": _schemas,
     "quarantine": _entry("events.hosts.redrive", "main"),
+    "provision": _entry("events.hosts.provision", "main"),
+    "check": _entry("events.hosts.check", "main"),
 }
+
+_HELP = ("-h", "--help", "help")
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in _HELP:
+        if len(argv) > 1 and argv[1] in COMMANDS:  # ``help run`` is ``run --help``
+            return COMMANDS[argv[1]](["--help"])
+        print(__doc__)
+        return 0
     if not argv or argv[0] not in COMMANDS:
+        if argv:
+            print(f"python -m events: unknown command {argv[0]!r}", file=sys.stderr)
         print(__doc__, file=sys.stderr)
         return 2
     return COMMANDS[argv[0]](argv[1:])

@@ -9,6 +9,13 @@ first; a missing one prints one line naming it and exits with status 2. A server
 not answer is not a configuration error: Cosmos DB is retried until it answers (the
 processors need it), Service Bus is left to the relay's own retries.
 
+Instance id: ``--instance-id``, else ``<host name>-<slot>``, the lowest slot (1, 2, ...) whose
+lock file (``events-relay-<host name>-<slot>.lock`` in the temporary directory) this process
+can lock exclusively. The id is stable across restarts, so a restarted process finds the
+leases it owned before a crash and takes them back at once instead of waiting for them to
+expire; two processes on one host lock different slots, so they never share an id. The OS
+drops the lock when the process dies, however it dies (docs/changefeed.md, "Instance id").
+
 Stop: SIGINT/SIGTERM (or ``--duration``) set the stop event and close the publisher (a send
 in flight gives up at once); current batches finish or are abandoned without a checkpoint and
 leases are released, best effort, within ``--shutdown-timeout``. After that bound the
@@ -22,12 +29,16 @@ import argparse
 import logging
 import math
 import os
+import re
 import signal
+import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -35,7 +46,6 @@ from events.changefeed.feed import StartFrom
 from events.changefeed.processor import (
     DEFAULT_HANDLER_TIMEOUT,
     ChangeFeedProcessor,
-    default_instance_id,
 )
 from events.errors import SettingsError, TransientError
 from events.hosts.runtime import Runtime, check_resources
@@ -44,9 +54,12 @@ if TYPE_CHECKING:
     from azure.cosmos import CosmosClient
 
 __all__ = [
+    "MAX_SLOTS",
     "SHUTDOWN_TIMEOUT",
+    "InstanceClaim",
     "Shutdown",
     "build_parser",
+    "claim_instance_id",
     "parse_args",
     "parse_log_level",
     "parse_start_from",
@@ -64,6 +77,61 @@ _MAX_NUMBER = 1_000_000
 _EXIT_FORCED = 1
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 _N = TypeVar("_N", int, float)
+
+
+#: Processes on one host that get a default instance id; more need ``--instance-id``.
+MAX_SLOTS = 64
+
+
+class InstanceClaim:
+    """An instance id held by this process: an exclusive lock on a file named after it, kept
+    open for the life of the process (released by ``close`` or by the OS on exit)."""
+
+    def __init__(self, instance_id: str, descriptor: int | None) -> None:
+        self.instance_id = instance_id
+        self._descriptor = descriptor
+
+    def close(self) -> None:
+        descriptor, self._descriptor = self._descriptor, None
+        if descriptor is not None:
+            os.close(descriptor)
+
+
+def _try_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive lock on ``path``; None when another process
+    holds it (or the file belongs to another user)."""
+    import fcntl  # noqa: PLC0415 - POSIX only; the Functions host and the servers are Linux
+
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def claim_instance_id(
+    requested: str | None = None, *, host: str | None = None, lock_dir: Path | None = None
+) -> InstanceClaim:
+    """``requested`` as is, else ``<host>-<slot>`` for the lowest free slot (see the module
+    docstring). SettingsError when every slot is taken."""
+    if requested:
+        return InstanceClaim(requested, None)
+    name = re.sub(r"[^A-Za-z0-9.-]", "-", host or socket.gethostname()) or "host"
+    directory = lock_dir or Path(tempfile.gettempdir())
+    for slot in range(1, MAX_SLOTS + 1):
+        instance_id = f"{name}-{slot}"
+        descriptor = _try_lock(directory / f"events-relay-{instance_id}.lock")
+        if descriptor is not None:
+            return InstanceClaim(instance_id, descriptor)
+    raise SettingsError(
+        f"{MAX_SLOTS} relay processes already hold an instance id on host {name} "
+        f"(lock files in {directory}): pass --instance-id"
+    )
 
 
 def parse_start_from(value: str) -> StartFrom:
@@ -124,7 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m events run",
         description="Relay Cosmos DB changes to Service Bus as a long-running process.",
     )
-    parser.add_argument("--instance-id", default=None, help="lease owner name (default: host-pid)")
+    parser.add_argument(
+        "--instance-id",
+        default=None,
+        help="lease owner name, unique among running processes (default: <host name>-<slot>, "
+        "stable across restarts: a restart takes its leases back at once)",
+    )
     parser.add_argument(
         "--start-from",
         type=parse_start_from,
@@ -272,14 +345,13 @@ def _start(
 
 
 def build_processors(
-    runtime: Runtime, client: CosmosClient, args: argparse.Namespace
+    runtime: Runtime, client: CosmosClient, args: argparse.Namespace, instance_id: str
 ) -> list[ChangeFeedProcessor]:
     from events.adapters.cosmos.changefeed import CosmosChangeFeed, CosmosLeaseStore  # noqa: PLC0415
 
     settings = runtime.settings
     database = client.get_database_client(settings.database)
     leases = CosmosLeaseStore(database.get_container_client(settings.role("leases")))
-    instance_id = args.instance_id or default_instance_id()
     processors: list[ChangeFeedProcessor] = []
     for definition in runtime.deployment.feeds:
         container = database.get_container_client(settings.container(definition.container))
@@ -358,7 +430,13 @@ def run_main(argv: list[str]) -> int:
     close = getattr(runtime.publisher, "close", None)
     if callable(close):
         shutdown.on_stop(close)
-    processors = build_processors(runtime, client, args)
+    try:
+        claim = claim_instance_id(args.instance_id)
+    except SettingsError as exc:
+        print(f"python -m events run: {exc}", file=sys.stderr)
+        return 2
+    # The claim (its lock) is held until the process exits, leases released or not.
+    processors = build_processors(runtime, client, args, claim.instance_id)
     logger.info(
         "relay running feeds=%d instance=%s processors=%s",
         len(processors),
@@ -367,4 +445,5 @@ def run_main(argv: list[str]) -> int:
     )
     if not run_processors(processors, stop, args.duration, shutdown):
         force_exit("processor threads did not stop")
+    claim.close()
     return 0

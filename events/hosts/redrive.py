@@ -2,6 +2,13 @@
 
 ``python -m events quarantine list [--feed F] [--limit N]``  (each record with its expiry)
 ``python -m events quarantine redrive [--feed F] [--limit N] [ID ...]``
+``python -m events quarantine redrive --aggregate KEY [--feed F]``
+
+With ``--aggregate`` (a partition key value: the aggregate's id) the records of that aggregate
+are re-driven in change order (``_lsn`` ascending, then the time they were quarantined), one
+feed at a time, and the re-drive stops at the first record that stays quarantined: the later
+ones stay parked behind it, as the relay parked them, so the aggregate's events are never
+published out of order by a re-drive. ``list --aggregate KEY`` shows them in that order.
 
 Re-driving runs the stored document through the same relay as the feed it came from. When it
 now maps and publishes, the record is deleted; when it fails again, the relay quarantines it
@@ -31,7 +38,16 @@ from events.deployment.topology import Topology
 from events.errors import RelayError, SettingsError
 from events.hosts.runtime import Runtime, check_resources
 
-__all__ = ["EXPIRY_NOTICE", "RedriveResult", "expiry_notice", "main", "redrive", "warn_expiring"]
+__all__ = [
+    "EXPIRY_NOTICE",
+    "RedriveResult",
+    "change_order",
+    "expiry_notice",
+    "main",
+    "redrive",
+    "redrive_aggregate",
+    "warn_expiring",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +95,54 @@ def redrive(record: QuarantineRecord, runtime: Runtime, admin: QuarantineAdmin) 
         return RedriveResult(record.id, 0, resolved=False)
     admin.delete(record)
     return RedriveResult(record.id, outcome.published, resolved=True)
+
+
+def change_order(records: Sequence[QuarantineRecord]) -> list[QuarantineRecord]:
+    """Records by feed, then in change order: ``_lsn`` ascending (records without one last),
+    then the time they were quarantined."""
+    return sorted(
+        records,
+        key=lambda r: (r.feed, r.lsn is None, r.lsn or 0, r.quarantined_at),
+    )
+
+
+def redrive_aggregate(
+    records: Sequence[QuarantineRecord], runtime: Runtime, admin: QuarantineAdmin
+) -> list[tuple[QuarantineRecord, RedriveResult | None]]:
+    """Re-drive one aggregate's records in change order, per feed, stopping at the first one
+    that stays quarantined; each record with its result, None for those left parked behind."""
+    outcomes: list[tuple[QuarantineRecord, RedriveResult | None]] = []
+    stopped: set[str] = set()
+    for record in change_order(records):
+        if record.feed in stopped:
+            outcomes.append((record, None))
+            continue
+        result = redrive(record, runtime, admin)
+        outcomes.append((record, result))
+        if not result.resolved:
+            stopped.add(record.feed)
+    return outcomes
+
+
+def _run_aggregate(
+    aggregate: str, records: Sequence[QuarantineRecord], runtime: Runtime, admin: QuarantineAdmin
+) -> int:
+    outcomes = redrive_aggregate(records, runtime, admin)
+    blocker: dict[str, str] = {}
+    for number, (record, result) in enumerate(outcomes, start=1):
+        if result is None:
+            state = f"not tried: parked behind {blocker[record.feed]}"
+        elif result.resolved:
+            state = f"published={result.published}"
+        else:
+            blocker[record.feed] = record.id
+            state = "still quarantined: later records of the aggregate stay parked behind it"
+        print(f"[{number}/{len(outcomes)}] {record.id} lsn={record.lsn} {state}", flush=True)
+    resolved = sum(1 for _, result in outcomes if result is not None and result.resolved)
+    print(
+        f"aggregate={aggregate} re-driven={resolved} still-quarantined={len(outcomes) - resolved}"
+    )
+    return 0 if resolved == len(outcomes) else 1
 
 
 def _describe(record: QuarantineRecord, notice: ExpiryNotice | None, now: datetime) -> str:
@@ -134,6 +198,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("command", choices=["list", "redrive"])
     parser.add_argument("ids", nargs="*", help="record ids (default: every listed record)")
     parser.add_argument("--feed", default=None, help="only records of this feed")
+    parser.add_argument(
+        "--aggregate",
+        default=None,
+        metavar="KEY",
+        help="only the records of this aggregate (partition key value), in change order; "
+        "redrive stops at the first one that stays quarantined",
+    )
     parser.add_argument("--limit", type=_limit, default=100, help="at most this many records")
     parser.add_argument(
         "--insecure-local", action="store_true", help="do not verify TLS (loopback dev server)"
@@ -142,7 +213,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.aggregate is not None and args.ids:
+        parser.error("give record ids or --aggregate, not both")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     logging.getLogger("azure").setLevel(logging.ERROR)
     # Adapters are imported here so that importing this module stays cheap.
@@ -170,6 +244,10 @@ def main(argv: list[str]) -> int:
         )
         admin = CosmosQuarantine(container)
         records = admin.list(args.feed, args.limit)
+        if args.aggregate is not None:
+            records = change_order([r for r in records if r.partition_key == args.aggregate])
+            if args.command == "redrive":
+                return _run_aggregate(args.aggregate, records, runtime, admin)
         if args.ids:
             wanted = set(args.ids)
             records = [r for r in records if r.id in wanted]
