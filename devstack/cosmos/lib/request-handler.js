@@ -16,13 +16,18 @@ const { executeBatch } = require("./batch");
 const { currentLsn, setLsn } = require("./lsn");
 const { partitionKeyValues } = require("./partition-key");
 const ttl = require("./ttl");
-const { queryPartition } = require("./query");
+const { queryDocuments: runQuery } = require("./query");
+const partitions = require("./partitions");
+const offers = require("./offers");
+const limits = require("./limits");
 
 const ERROR_CODES = {
   400: "BadRequest",
   404: "NotFound",
   409: "Conflict",
+  410: "Gone",
   412: "PreconditionFailed",
+  413: "RequestEntityTooLarge",
   424: "FailedDependency",
   500: "InternalServerError",
 };
@@ -46,7 +51,8 @@ async function readDocument(account, req, res, params) {
   const header = partitionFromHeader(req);
   const key = header ? parsePartitionKey(header, params.docId) : params.docId;
   const doc = collection.document(params.docId, key).read();
-  if (!doc || doc.id !== params.docId) return notFound(res);
+  // The SDK addresses a document by its _self link (a RID path) when given the item as a dict.
+  if (!doc || (doc.id !== params.docId && doc._rid !== params.docId)) return notFound(res);
   if (header) {
     const wanted = JSON.parse(header);
     const values = partitionKeyValues(collection.read(), doc);
@@ -78,14 +84,16 @@ async function readDocumentsOrChangeFeed(account, req, res, params) {
   } catch (err) {
     if (!(err instanceof ChangeFeedError)) throw err;
     res.statusCode = err.statusCode;
+    if (err.subStatus) res.setHeader("x-ms-substatus", String(err.subStatus));
     return { code: err.code, message: err.message };
   }
 }
 
 async function batch(account, req, res, params) {
-  const operations = await readJson(req);
   const collection = collectionOf(account, params);
   if (!collection) return notFound(res, "Collection");
+  if (req.devstackBody.length > limits.MAX_BATCH_BYTES) return limits.tooLarge(res);
+  const operations = await readJson(req);
   const result = executeBatch(collection, operations, partitionFromHeader(req));
   res.statusCode = result.statusCode;
   return result.body;
@@ -93,6 +101,11 @@ async function batch(account, req, res, params) {
 
 // Upstream rebuilds the container object on replace and so drops its documents; carry them over.
 async function replaceCollection(account, req, res, params) {
+  const invalid = limits.invalidContainer(await readJson(req));
+  if (invalid) {
+    res.statusCode = 400;
+    return { code: "BadRequest", message: invalid };
+  }
   const before = collectionOf(account, params);
   const body = await handlers.replaceCollection(account, req, res, params);
   const after = collectionOf(account, params);
@@ -102,37 +115,190 @@ async function replaceCollection(account, req, res, params) {
     after.userDefinedFunctions = before.userDefinedFunctions;
     after.userDefinedFunctions._parent = after;
     setLsn(after, currentLsn(before));
+    partitions.setLayout(after, partitions.layoutOf(before));
+    if (before[offers.OFFER]) after[offers.OFFER] = before[offers.OFFER];
     ttl.invalidate(after);
   }
   return body;
 }
 
-// The SDK reads partition key ranges as a change feed and drains it until a 304; ranges never
-// change here (one range per container), so anything after the first read is "not modified".
-const PKRANGES_ETAG = '"1"';
-
+// The SDK reads partition key ranges as a change feed (A-IM) and drains it until a 304. The
+// etag is the layout's version: it changes when a range splits, so the SDK sees the children.
 async function readPartitionKeyRanges(account, req, res, params) {
-  const body = await handlers.readPartitionKeyRanges(account, req, res, params);
-  if (req.headers["a-im"] && res.statusCode === 200) {
-    res.setHeader("etag", PKRANGES_ETAG);
-    if (req.headers["if-none-match"]) {
-      res.statusCode = 304;
-      return undefined;
-    }
+  const collection = collectionOf(account, params);
+  if (!collection) return notFound(res, "Collection");
+  const layout = partitions.layoutOf(collection);
+  const etag = `"${layout.version}"`;
+  res.setHeader("etag", etag);
+  if (req.headers["a-im"] && req.headers["if-none-match"] === etag) {
+    res.statusCode = 304;
+    return undefined;
   }
-  return body;
+  const data = collection.read();
+  const ranges = layout.ranges.map((r) => ({
+    ...r,
+    _rid: `${data._rid}${r.id}`,
+    _self: `${data._self}pkranges/${r.id}/`,
+    _etag: etag,
+    _ts: data._ts,
+  }));
+  res.setHeader("x-ms-item-count", String(ranges.length));
+  return { _rid: data._rid, PartitionKeyRanges: ranges, _count: ranges.length };
 }
 
 async function queryDocuments(account, req, res, params) {
-  const header = partitionFromHeader(req);
-  if (!header) return handlers.queryDocuments(account, req, res, params);
   const collection = collectionOf(account, params);
   if (!collection) return notFound(res, "Collection");
-  return queryPartition(collection, req, res, header);
+  let inScope;
+  try {
+    inScope = partitions.scopeOf(collection, req);
+  } catch (err) {
+    if (!(err instanceof partitions.PartitionError)) throw err;
+    res.statusCode = err.statusCode;
+    if (err.subStatus) res.setHeader("x-ms-substatus", String(err.subStatus));
+    return { code: err.code, message: err.message };
+  }
+  return runQuery(collection, req, res, inScope);
+}
+
+async function createCollection(account, req, res, params) {
+  const body = await readJson(req);
+  const invalid = limits.invalidContainer(body);
+  if (invalid) {
+    res.statusCode = 400;
+    return { code: "BadRequest", message: invalid };
+  }
+  if (body && typeof body === "object") {
+    body.indexingPolicy = limits.withDefaultIndexing(body.indexingPolicy);
+    req.devstackBody = Buffer.from(JSON.stringify(body));
+  }
+  const created = await handlers.createCollection(account, req, res, params);
+  if (res.statusCode === 201 && created) {
+    const collection = account.database(params.dbId).collection(created.id);
+    partitions.initialise(collection, req.headers);
+    offers.remember(collection, req.headers);
+  }
+  return created;
+}
+
+async function createDatabase(account, req, res, params) {
+  const created = await handlers.createDatabase(account, req, res, params);
+  if (res.statusCode === 201 && created) offers.remember(account.database(created.id), req.headers);
+  return created;
+}
+
+// A document write: size and TTL checked as Azure does before upstream stores it.
+function documentWrite(upstreamHandler) {
+  return async (account, req, res, params) => {
+    const collection = collectionOf(account, params);
+    if (!collection) return notFound(res, "Collection");
+    if (req.devstackBody.length > limits.MAX_DOCUMENT_BYTES) return limits.tooLarge(res);
+    const body = await readJson(req);
+    const invalid = limits.invalidDocument(body);
+    if (invalid) {
+      res.statusCode = 400;
+      return { code: "BadRequest", message: invalid };
+    }
+    return upstreamHandler(account, req, res, params);
+  };
+}
+
+// Patch: the condition (`filter_predicate`) is evaluated here against the one document, in
+// whatever alias it is written (`from c where ...`, `from root where ...`): not met -> 412.
+async function patchDocument(account, req, res, params) {
+  const collection = collectionOf(account, params);
+  if (!collection) return notFound(res, "Collection");
+  const body = await readJson(req);
+  if (body && !Array.isArray(body) && body.condition) {
+    const header = partitionFromHeader(req);
+    const key = header ? parsePartitionKey(header, params.docId) : params.docId;
+    const doc = collection.document(params.docId, key).read();
+    if (!doc) return notFound(res);
+    const met = limits.conditionHolds(collection, doc, body.condition);
+    if (met === null) {
+      res.statusCode = 400;
+      return { code: "BadRequest", message: `invalid patch condition: ${body.condition}` };
+    }
+    if (!met) {
+      res.statusCode = 412;
+      return {
+        code: "PreconditionFailed",
+        message: "Operation cannot be performed because one of the specified precondition is not met.",
+      };
+    }
+    delete body.condition;
+    req.devstackBody = Buffer.from(JSON.stringify(body));
+  }
+  return handlers.patchDocument(account, req, res, params);
+}
+
+// `container.delete_all_items_by_partition_key(pk)`: POST .../operations/partitionkeydelete.
+function deleteAllByPartitionKey(account, req, res, params) {
+  const collection = collectionOf(account, params);
+  if (!collection) return notFound(res, "Collection");
+  const header = partitionFromHeader(req);
+  if (!header) {
+    res.statusCode = 400;
+    return { code: "BadRequest", message: "partition key delete needs x-ms-documentdb-partitionkey" };
+  }
+  const inScope = partitions.scopeOf(collection, req);
+  const documents = collection.documents;
+  const doomed = [...documents._data.values()].map((i) => i.read()).filter((d) => inScope(d));
+  for (const doc of doomed) documents.delete(doc._rid, undefined);
+  res.statusCode = 200;
+  return undefined;
+}
+
+const EXTRA_ROUTES = [
+  ["POST", /^\/dbs\/([^/]+)\/colls\/([^/]+)\/operations\/partitionkeydelete\/?$/, (m) => ({ dbId: m[1], collId: m[2] }), deleteAllByPartitionKey],
+  ["GET", /^\/offers\/?$/, () => ({}), (account) => ({ Offers: listOffers(account), _count: listOffers(account).length })],
+  ["POST", /^\/offers\/?$/, () => ({}), queryOffers],
+  ["GET", /^\/offers\/([^/]+)\/?$/, (m) => ({ offerId: m[1] }), readOffer],
+  ["PUT", /^\/offers\/([^/]+)\/?$/, (m) => ({ offerId: m[1] }), putOffer],
+];
+
+const listOffers = (account) => offers.listOffers(account);
+
+async function queryOffers(account, req, res) {
+  const body = await readJson(req);
+  const all = listOffers(account);
+  if (!body || !body.query) return { Offers: all, _count: all.length };
+  const { Items } = require("./upstream");
+  const query = Items.prototype._getQuery.call({ _queryCache: new Map() }, body.query);
+  const { result } = query.exec(all, { parameters: body.parameters });
+  res.setHeader("x-ms-item-count", String(result.length));
+  return { Offers: result, _count: result.length };
+}
+
+function readOffer(account, req, res, params) {
+  const entry = offers.findOffer(account, params.offerId);
+  if (!entry) return notFound(res, "Offer");
+  return offers.offerOf(entry.resource, entry.data);
+}
+
+async function putOffer(account, req, res, params) {
+  const result = offers.replaceOffer(account, params.offerId, await readJson(req));
+  res.statusCode = result.statusCode;
+  return result.body;
+}
+
+function extraRoute(req) {
+  const pathname = decodeURIComponent(String(req.url).split("?")[0]);
+  for (const [method, pattern, toParams, handler] of EXTRA_ROUTES) {
+    const m = req.method === method && pattern.exec(pathname);
+    if (m) return [toParams(m), handler];
+  }
+  return null;
 }
 
 const replacements = new Map([
   [handlers.queryDocuments, queryDocuments],
+  [handlers.createCollection, createCollection],
+  [handlers.createDatabase, createDatabase],
+  [handlers.createDocument, documentWrite(handlers.createDocument)],
+  [handlers.upsertDocument, documentWrite(handlers.upsertDocument)],
+  [handlers.replaceDocument, documentWrite(handlers.replaceDocument)],
+  [handlers.patchDocument, patchDocument],
   [handlers.readPartitionKeyRanges, readPartitionKeyRanges],
   [handlers.readDocument, readDocument],
   [handlers.readDocuments, readDocumentsOrChangeFeed],
@@ -163,6 +329,41 @@ function send(req, res, body) {
   }
 }
 
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on("data", (chunk) => chunks.push(chunk));
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+const isDocumentPath = (req) => /\/docs(\/|$|\?)/.test(String(req.url));
+
+// Headers the SDK reads on document operations: the partition's LSN (`lsn`), the session token
+// of the partition (`<range id>:-1#<lsn>`, what Azure sends in session consistency), the range
+// id and the name path of the container (the SDK keys its session tokens by it). A write with
+// `Prefer: return=minimal` (the SDK's no_response) gets no body, as from Azure.
+function documentResponse(account, collection, params, req, res, body) {
+  const lsn = String(currentLsn(collection));
+  const rangeHeader = req.headers["x-ms-documentdb-partitionkeyrangeid"];
+  const rangeId = rangeHeader
+    ? String(rangeHeader).split(",").pop()
+    : partitions.rangeIdForKey(collection, partitionFromHeader(req));
+  const database = account.database(params.dbId).read();
+  const data = collection.read();
+  res.setHeader("lsn", lsn);
+  res.setHeader("x-ms-session-token", `${rangeId}:-1#${lsn}`);
+  res.setHeader("x-ms-documentdb-partitionkeyrangeid", rangeId);
+  if (database && data) res.setHeader("x-ms-alt-content-path", `dbs/${database.id}/colls/${data.id}`);
+  const minimal = /return=minimal/i.test(String(req.headers.prefer || ""));
+  if (minimal && res.statusCode < 300 && req.method !== "GET" && !isQuery(req)) {
+    if (body && body._etag) res.setHeader("etag", body._etag);
+    return undefined;
+  }
+  return body;
+}
+
 // getAccount() returns the account once it is ready; onMutation() is called after a write.
 // trace(req, res) is called after each response when set (the launcher's --trace).
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -176,16 +377,19 @@ function createRequestHandler({ getAccount, onMutation, trace = null, latencyMs 
       res.statusCode = 503;
       return send(req, res, { code: "ServiceUnavailable", message: "starting" });
     }
-    const matched = route(req);
+    if (req.method !== "GET" && req.method !== "HEAD" && req.method !== "DELETE") {
+      req.devstackBody = await readBody(req);
+    } else {
+      req.devstackBody = Buffer.alloc(0);
+    }
+    const matched = extraRoute(req) || route(req);
     if (!matched) {
       res.statusCode = 400;
-      return send(req, res, { code: "BadRequest", message: "no route" });
+      return send(req, res, { code: "BadRequest", message: `no route for ${req.method} ${req.url}` });
     }
     const [params, upstreamHandler] = matched;
-    if (params.collId !== undefined) {
-      const collection = collectionOf(account, params);
-      if (collection && ttl.purgeExpired(collection) > 0) onMutation();
-    }
+    const collection = params.collId !== undefined ? collectionOf(account, params) : null;
+    if (collection && ttl.purgeExpired(collection) > 0) onMutation();
     const handler = replacements.get(upstreamHandler) || upstreamHandler;
     let body;
     try {
@@ -196,6 +400,9 @@ function createRequestHandler({ getAccount, onMutation, trace = null, latencyMs 
       body = { code: "InternalServerError", message: String(err && err.message) };
     }
     if (req.method !== "GET" && !isQuery(req) && res.statusCode < 400) onMutation();
+    if (collection && isDocumentPath(req)) {
+      body = documentResponse(account, collection, params, req, res, body);
+    }
     if (latencyMs > 0) await sleep(latencyMs);
     return send(req, res, body);
   }

@@ -52,6 +52,7 @@ module.exports.handlers = {
   readPartitionKeyRanges: load("handler/read-partition-key-ranges"),
   queryDocuments: load("handler/query-documents"),
   createCollection: load("handler/create-collection"),
+  createDatabase: load("handler/create-database"),
   readCollection: load("handler/read-collection"),
   createDocument: load("handler/create-document"),
   upsertDocument: load("handler/upsert-document"),
