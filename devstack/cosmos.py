@@ -76,7 +76,9 @@ class LocalCosmos:
         if not 0.0 <= latency <= _MAX_LATENCY:
             raise DevStackError(f"latency must be between 0 and {_MAX_LATENCY} s, not {latency}")
         if isinstance(partitions, bool) or not 1 <= partitions <= MAX_PARTITIONS:
-            raise DevStackError(f"partitions must be between 1 and {MAX_PARTITIONS}, not {partitions}")
+            raise DevStackError(
+                f"partitions must be between 1 and {MAX_PARTITIONS}, not {partitions}"
+            )
         self._partitions = partitions
         self._port = port
         self._data_file = data_file
