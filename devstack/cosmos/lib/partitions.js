@@ -12,8 +12,12 @@
 // A split (raising a container's throughput) replaces a range by two children that name it as
 // parent; a request for a range id that is gone is answered 410 with sub-status 1002, and the
 // SDK then re-reads the ranges — as against Azure.
-// Hash v1 containers keep one range (their EPKs are not computed here).
-const { effectivePartitionKey, partitionKeyValues, supportsEpk } = require("./partition-key");
+const {
+  effectivePartitionKey,
+  partitionKeyValues,
+  isHashV1,
+  hashV1Bound,
+} = require("./partition-key");
 
 const LAYOUT = Symbol("devstack.partitions");
 const HASH_SPACE = 0x40n << 120n;
@@ -40,39 +44,53 @@ function setDefaultCount(count) {
 
 const hex = (value) => value.toString(16).toUpperCase().padStart(32, "0");
 
-function bound(value) {
+// Ranges are kept as numeric intervals [lo, hi) of the hash space (BigInt as text, so they
+// persist as JSON); their EPK bounds derive from it. Hash v2 / MultiHash: the 126-bit hash,
+// written as 32 hex digits. Hash v1: the 32-bit hash, written as the v1 binary encoding of
+// that number (what the SDK computes for a v1 key starts with the same bytes).
+const spaceOf = (v1) => (v1 ? 1n << 32n : HASH_SPACE);
+
+function bound(value, v1) {
   if (value <= 0n) return "";
-  if (value >= HASH_SPACE) return EPK_MAX;
-  return hex(value);
+  if (value >= spaceOf(v1)) return EPK_MAX;
+  return v1 ? hashV1Bound(Number(value)) : hex(value);
 }
 
-const toNumber = (epk) => {
-  if (epk === "") return 0n;
-  if (epk === EPK_MAX) return HASH_SPACE;
-  return BigInt(`0x${epk.slice(0, 32).padEnd(32, "0")}`);
-};
-
-function newRange(id, min, max, parents) {
+function newRange(id, lo, hi, v1, parents) {
   return {
     id: String(id),
-    minInclusive: min,
-    maxExclusive: max,
+    minInclusive: bound(lo, v1),
+    maxExclusive: bound(hi, v1),
     ridPrefix: Number(id),
     throughputFraction: 1,
     status: "online",
     parents,
+    lo: String(lo),
+    hi: String(hi),
   };
 }
 
-function evenLayout(count) {
+// Even split as the emulator does it: boundary i is i * floor(space / count).
+function evenLayout(count, v1) {
+  const space = spaceOf(v1);
+  const step = space / BigInt(count);
   const ranges = [];
   for (let i = 0; i < count; i += 1) {
-    const min = bound((HASH_SPACE * BigInt(i)) / BigInt(count));
-    const max = i === count - 1 ? EPK_MAX : bound((HASH_SPACE * BigInt(i + 1)) / BigInt(count));
-    ranges.push(newRange(i, min, max, []));
+    const hi = i === count - 1 ? space : step * BigInt(i + 1);
+    ranges.push(newRange(i, step * BigInt(i), hi, v1, []));
   }
   for (const r of ranges) r.throughputFraction = 1 / count;
-  return { version: 1, nextId: count, ranges };
+  return { version: 1, nextId: count, v1, ranges };
+}
+
+// What the SDK sees of a range: the EPK bounds (v1 ones in lower case, as the SDK writes them).
+function publicRange(layout, range) {
+  const { lo, hi, ...visible } = range;
+  if (layout.v1) {
+    visible.minInclusive = range.minInclusive === EPK_MAX ? EPK_MAX : range.minInclusive.toLowerCase();
+    visible.maxExclusive = range.maxExclusive === EPK_MAX ? EPK_MAX : range.maxExclusive.toLowerCase();
+  }
+  return visible;
 }
 
 // Partitions Azure gives a new container for its throughput request headers.
@@ -93,45 +111,40 @@ function countForThroughput(headers) {
 }
 
 function layoutOf(collection) {
-  if (!collection[LAYOUT]) {
-    collection[LAYOUT] = evenLayout(supportsEpk(collection.read()) ? defaultCount : 1);
-  }
+  if (!collection[LAYOUT]) collection[LAYOUT] = evenLayout(defaultCount, isHashV1(collection.read()));
   return collection[LAYOUT];
 }
 
 // A new container: the launcher's count, or more for the throughput it was created with.
 function initialise(collection, headers) {
-  const count = supportsEpk(collection.read())
-    ? Math.max(defaultCount, countForThroughput(headers || {}))
-    : 1;
-  collection[LAYOUT] = evenLayout(count);
+  const count = Math.max(defaultCount, countForThroughput(headers || {}));
+  collection[LAYOUT] = evenLayout(count, isHashV1(collection.read()));
 }
 
 function setLayout(collection, layout) {
   if (layout && Array.isArray(layout.ranges) && layout.ranges.length) collection[LAYOUT] = layout;
 }
 
-// Split every range whose share of the space is widest until there are `count` ranges.
+// Split the widest range in two until there are `count` ranges (children name their parent).
 function splitTo(collection, count) {
   const layout = layoutOf(collection);
-  if (!supportsEpk(collection.read())) return false;
   const target = Math.min(count, MAX_PARTITIONS);
   let changed = false;
   while (layout.ranges.length < target) {
     let widest = 0;
     let width = -1n;
     layout.ranges.forEach((r, i) => {
-      const w = toNumber(r.maxExclusive) - toNumber(r.minInclusive);
+      const w = BigInt(r.hi) - BigInt(r.lo);
       if (w > width) {
         width = w;
         widest = i;
       }
     });
     const parent = layout.ranges[widest];
-    const middle = bound(toNumber(parent.minInclusive) + width / 2n);
+    const middle = BigInt(parent.lo) + width / 2n;
     const parents = [...parent.parents, parent.id];
-    const left = newRange(layout.nextId, parent.minInclusive, middle, parents);
-    const right = newRange(layout.nextId + 1, middle, parent.maxExclusive, parents);
+    const left = newRange(layout.nextId, BigInt(parent.lo), middle, layout.v1, parents);
+    const right = newRange(layout.nextId + 1, middle, BigInt(parent.hi), layout.v1, parents);
     layout.nextId += 2;
     layout.ranges.splice(widest, 1, left, right);
     changed = true;
@@ -202,7 +215,6 @@ function scopeOf(collection, req, { ignoreUndefinedKey = false } = {}) {
     });
   }
   const rangeId = header(req, "x-ms-documentdb-partitionkeyrangeid");
-  const layout = layoutOf(collection);
   let min = "";
   let max = EPK_MAX;
   if (rangeId !== undefined && rangeId !== "") {
@@ -218,19 +230,12 @@ function scopeOf(collection, req, { ignoreUndefinedKey = false } = {}) {
   const start = header(req, "x-ms-start-epk");
   const end = header(req, "x-ms-end-epk");
   if (start !== undefined || end !== undefined) {
-    if (!supportsEpk(data)) {
-      throw new PartitionError(
-        400,
-        "BadRequest",
-        "a read scoped by effective partition key needs a container with partition key version 2"
-      );
-    }
     const s = String(start || "").toUpperCase();
     const e = end === undefined || end === "" ? EPK_MAX : String(end).toUpperCase();
     if (s > min) min = s;
     if (e !== EPK_MAX && (max === EPK_MAX || e < max)) max = e;
   }
-  if ((min !== "" || max !== EPK_MAX) && supportsEpk(data) && layout) {
+  if (min !== "" || max !== EPK_MAX) {
     tests.push((doc) => inRange(epkOf(data, doc), min, max));
   }
   if (!tests.length) return null;
@@ -247,4 +252,5 @@ module.exports = {
   countForThroughput,
   rangeIdForKey,
   scopeOf,
+  publicRange,
 };

@@ -136,7 +136,7 @@ async function readPartitionKeyRanges(account, req, res, params) {
   }
   const data = collection.read();
   const ranges = layout.ranges.map((r) => ({
-    ...r,
+    ...partitions.publicRange(layout, r),
     _rid: `${data._rid}${r.id}`,
     _self: `${data._self}pkranges/${r.id}/`,
     _etag: etag,
