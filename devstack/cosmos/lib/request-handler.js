@@ -146,12 +146,37 @@ async function readPartitionKeyRanges(account, req, res, params) {
   return { _rid: data._rid, PartitionKeyRanges: ranges, _count: ranges.length };
 }
 
+// A query over the whole container needs the cross-partition header, unless its text names
+// the partition key (the SDK then gets the answer Azure gives it through the query plan).
+function crossPartitionAllowed(collection, req) {
+  if (String(req.headers["x-ms-documentdb-query-enablecrosspartition"]).toLowerCase() === "true") {
+    return true;
+  }
+  const paths = ((collection.read().partitionKey || {}).paths || []);
+  try {
+    const text = JSON.parse(req.devstackBody.toString()).query;
+    return !paths.length || collection.documents._getQuery(text).containsPartitionKeys(paths);
+  } catch (err) {
+    return true; // the query itself is then refused with its own error
+  }
+}
+
+function crossPartitionRequired(res) {
+  res.statusCode = 400;
+  return {
+    code: "BadRequest",
+    message:
+      "Cross partition query is required but disabled. Please set x-ms-documentdb-query-enablecrosspartition = true, specify x-ms-documentdb-partitionkey, or revise your query to avoid this exception.",
+  };
+}
+
 async function queryDocuments(account, req, res, params) {
   const collection = collectionOf(account, params);
   if (!collection) return notFound(res, "Collection");
   let inScope;
   try {
     inScope = partitions.scopeOf(collection, req);
+    if (!inScope && !crossPartitionAllowed(collection, req)) return crossPartitionRequired(res);
   } catch (err) {
     if (!(err instanceof partitions.PartitionError)) throw err;
     res.statusCode = err.statusCode;
@@ -245,11 +270,30 @@ function deleteAllByPartitionKey(account, req, res, params) {
   const documents = collection.documents;
   const doomed = [...documents._data.values()].map((i) => i.read()).filter((d) => inScope(d));
   for (const doc of doomed) documents.delete(doc._rid, undefined);
+  if (doomed.length) setLsn(collection, currentLsn(collection) + 1);
   res.statusCode = 200;
   return undefined;
 }
 
+// Conflicts exist only with several write regions; this single-region server has none.
+const COLLECTION_PATH = "^\\/dbs\\/([^/]+)\\/colls\\/([^/]+)";
+const noConflicts = (account, req, res, params) => {
+  const collection = collectionOf(account, params);
+  if (!collection) return notFound(res, "Collection");
+  if (isQuery(req) && !partitionFromHeader(req) && !crossPartitionAllowed(collection, req)) {
+    return crossPartitionRequired(res);
+  }
+  res.setHeader("x-ms-item-count", "0");
+  return { Conflicts: [], _count: 0 };
+};
+const conflictNotFound = (account, req, res) => notFound(res, "Conflict");
+const collectionParams = (m) => ({ dbId: m[1], collId: m[2] });
+
 const EXTRA_ROUTES = [
+  ["GET", new RegExp(`${COLLECTION_PATH}\\/conflicts\\/?$`), collectionParams, noConflicts],
+  ["POST", new RegExp(`${COLLECTION_PATH}\\/conflicts\\/?$`), collectionParams, noConflicts],
+  ["GET", new RegExp(`${COLLECTION_PATH}\\/conflicts\\/[^/]+\\/?$`), collectionParams, conflictNotFound],
+  ["DELETE", new RegExp(`${COLLECTION_PATH}\\/conflicts\\/[^/]+\\/?$`), collectionParams, conflictNotFound],
   ["POST", /^\/dbs\/([^/]+)\/colls\/([^/]+)\/operations\/partitionkeydelete\/?$/, (m) => ({ dbId: m[1], collId: m[2] }), deleteAllByPartitionKey],
   ["GET", /^\/offers\/?$/, () => ({}), (account) => ({ Offers: listOffers(account), _count: listOffers(account).length })],
   ["POST", /^\/offers\/?$/, () => ({}), queryOffers],
@@ -400,6 +444,10 @@ function createRequestHandler({ getAccount, onMutation, trace = null, latencyMs 
       body = { code: "InternalServerError", message: String(err && err.message) };
     }
     if (req.method !== "GET" && !isQuery(req) && res.statusCode < 400) onMutation();
+    // A delete is a write: it takes the next LSN of the container, as in Cosmos.
+    if (collection && req.method === "DELETE" && params.docId !== undefined && res.statusCode === 204) {
+      setLsn(collection, currentLsn(collection) + 1);
+    }
     if (collection && isDocumentPath(req)) {
       body = documentResponse(account, collection, params, req, res, body);
     }
