@@ -49,13 +49,25 @@ function runOperation(collection, op, partitionKeyHeader) {
 function replaceRenaming(collection, op, common) {
   const existing = documentOperations.readOperation(collection, { ...common, id: op.id });
   if (existing.statusCode !== 200) return existing;
-  if (common.ifMatch && common.ifMatch !== existing.body._etag) {
+  return renameDocument(collection, existing.body, op.resourceBody, common.ifMatch, common.partitionKey);
+}
+
+// Replace `current` by `body`, which has another id: 200 with the new document.
+function renameDocument(collection, current, body, ifMatch, partitionKeyHeader) {
+  if (ifMatch && ifMatch !== current._etag) {
     return failure(412, "PreconditionFailed", "Operation cannot be performed because one of the specified precondition is not met.");
   }
-  const removed = documentOperations.deleteOperation(collection, { ...common, id: op.id });
+  const removed = documentOperations.deleteOperation(collection, {
+    partitionKey: partitionKeyHeader || "[{}]",
+    id: current.id,
+  });
   if (removed.statusCode >= 400) return removed;
-  const created = documentOperations.createOperation(collection, { resourceBody: op.resourceBody });
-  return created.statusCode === 201 ? { statusCode: 200, body: created.body } : created;
+  const created = documentOperations.createOperation(collection, { resourceBody: body });
+  if (created.statusCode !== 201) {
+    restoreDocument(collection.documents, current);
+    return created;
+  }
+  return { statusCode: 200, body: created.body };
 }
 
 function idOf(op) {
@@ -166,4 +178,4 @@ function executeBatch(collection, operations, partitionKeyHeader) {
   };
 }
 
-module.exports = { executeBatch };
+module.exports = { executeBatch, renameDocument };
