@@ -53,7 +53,12 @@ function readChangeFeed(collection, req) {
   const mode = String(header(req, "a-im")).toLowerCase();
   if (mode !== "incremental feed") {
     // All-versions-and-deletes ("Full-Fidelity Feed") would need a log of every version.
-    throw new ChangeFeedError(400, "BadRequest", `change feed mode ${mode} is not supported`);
+    // Answered as by an account without that capability (what the SDK's tests recognise).
+    throw new ChangeFeedError(
+      400,
+      "BadRequest",
+      "Change feed mode 'All Versions and Deletes' must be enabled on the account to read the change feed in this mode; this local server does not implement it."
+    );
   }
   const latest = currentLsn(collection);
   const ifNoneMatch = header(req, "if-none-match");

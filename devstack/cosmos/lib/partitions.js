@@ -238,7 +238,11 @@ function scopeOf(collection, req, { ignoreUndefinedKey = false } = {}) {
   if (min !== "" || max !== EPK_MAX) {
     tests.push((doc) => inRange(epkOf(data, doc), min, max));
   }
-  if (!tests.length) return null;
+  if (!tests.length) {
+    // Scoped to a range that spans the whole container: still a scoped read.
+    const scoped = (rangeId !== undefined && rangeId !== "") || start !== undefined || end !== undefined;
+    return scoped ? () => true : null;
+  }
   return (doc) => tests.every((t) => t(doc));
 }
 

@@ -474,8 +474,17 @@ function createRequestHandler({ getAccount, onMutation, trace = null, latencyMs 
     }
     const matched = extraRoute(req) || route(req);
     if (!matched) {
+      // A resource type this server does not implement (stored procedures, triggers, users,
+      // permissions, attachments, ...): 400 as Azure answers an operation an account does not
+      // support, naming it.
+      const feature = /\/(sprocs|triggers|users|permissions|attachments|clientencryptionkeys)\b/.exec(req.url);
       res.statusCode = 400;
-      return send(req, res, { code: "BadRequest", message: `no route for ${req.method} ${req.url}` });
+      return send(req, res, {
+        code: "BadRequest",
+        message: feature
+          ? `${feature[1]} are not supported by this local Cosmos DB server (${req.method} ${req.url})`
+          : `no route for ${req.method} ${req.url}`,
+      });
     }
     const [params, upstreamHandler] = matched;
     const collection = params.collId !== undefined ? collectionOf(account, params) : null;
