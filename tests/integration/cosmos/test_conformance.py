@@ -112,6 +112,40 @@ def test_query_items_feed_range_matches_the_range_of_the_items_partition_key(
             assert partitioned.is_feed_range_subset(feed_range, own)
 
 
+def test_query_items_feed_range_single_range_container_returns_every_document(
+    container: ContainerProxy,
+) -> None:
+    for i in range(5):
+        container.create_item({"id": f"i{i}", "pk": f"k{i}"})
+    (only_range,) = container.read_feed_ranges()
+
+    found = ids(container.query_items("SELECT * FROM c", feed_range=only_range))
+
+    assert found == {f"i{i}" for i in range(5)}
+
+
+def test_query_items_no_partition_key_without_cross_partition_flag_raises_bad_request(
+    container: ContainerProxy,
+) -> None:
+    container.create_item({"id": "a", "pk": "p"})
+
+    status = status_of(lambda: list(container.query_items("SELECT * FROM c WHERE c.n = 1")))
+
+    assert status == 400
+
+
+def test_query_items_populate_query_metrics_returns_metrics_header(
+    container: ContainerProxy,
+) -> None:
+    container.create_item({"id": "a", "pk": "p"})
+    pages = container.query_items("SELECT * FROM c", partition_key="p", populate_query_metrics=True)
+    list(pages)
+
+    metrics = container.client_connection.last_response_headers["x-ms-documentdb-query-metrics"]
+    assert all("=" in pair for pair in metrics.split(";"))
+    assert "retrievedDocumentCount=1" in metrics.split(";")
+
+
 def test_change_feed_feed_range_returns_only_that_ranges_documents(
     partitioned: ContainerProxy,
 ) -> None:
@@ -207,6 +241,22 @@ def test_replace_and_delete_item_given_dicts_succeed_for_many_items(
 
     assert all("/" not in item["_rid"] for item in created)
     assert list(container.query_items("SELECT * FROM c", partition_key="p")) == []
+
+
+def test_replace_item_body_with_new_id_replaces_the_document(container: ContainerProxy) -> None:
+    container.create_item({"id": "old", "pk": "p"})
+
+    container.replace_item("old", {"id": "new", "pk": "p"})
+
+    assert ids(container.query_items("SELECT * FROM c", partition_key="p")) == {"new"}
+
+
+def test_delete_item_takes_the_next_lsn(container: ContainerProxy) -> None:
+    written = container.create_item({"id": "a", "pk": "p"})
+
+    container.delete_item("a", partition_key="p")
+
+    assert int(container.client_connection.last_response_headers["lsn"]) == written["_lsn"] + 1
 
 
 def test_create_item_over_two_megabytes_raises_request_entity_too_large(
@@ -315,6 +365,32 @@ def test_batch_response_carries_lsn_header(container: ContainerProxy) -> None:
     assert int(lsn) == container.read_item("a", partition_key="p")["_lsn"]
 
 
+def test_batch_writes_share_one_lsn(container: ContainerProxy) -> None:
+    before = container.create_item({"id": "x", "pk": "p"})["_lsn"]
+
+    results = container.execute_item_batch(
+        [("create", ({"id": "a", "pk": "p"},)), ("upsert", ({"id": "b", "pk": "p"},))],
+        partition_key="p",
+    )
+
+    assert {r["resourceBody"]["_lsn"] for r in results} == {before + 1}
+
+
+def test_batch_incomplete_hierarchical_key_raises_bad_request(
+    cosmos_database: DatabaseProxy,
+) -> None:
+    created = cosmos_database.create_container(
+        id=f"c-{uuid.uuid4().hex[:8]}",
+        partition_key=PartitionKey(path=["/a", "/b"], kind="MultiHash"),
+    )
+    operations = [("create", ({"id": "i", "a": "x", "b": "y"},))]
+
+    with pytest.raises(CosmosHttpResponseError) as caught:
+        created.execute_item_batch(operations, partition_key=["x"])
+    assert caught.value.status_code == 400
+    assert "doesn't correspond to definition in the collection" in caught.value.message
+
+
 def test_batch_over_one_hundred_operations_raises_bad_request(container: ContainerProxy) -> None:
     operations = [("create", ({"id": f"i{i}", "pk": "p"},)) for i in range(101)]
 
@@ -365,13 +441,28 @@ def test_read_container_without_indexing_policy_returns_azures_default(
     assert {"path": '/"_etag"/?'} in policy["excludedPaths"]
 
 
-def test_change_feed_all_versions_mode_raises_bad_request(container: ContainerProxy) -> None:
-    # Not implemented here: answered as Azure answers a mode the container cannot serve.
-    status = status_of(
-        lambda: list(container.query_items_change_feed(mode="AllVersionsAndDeletes"))
-    )
+def test_change_feed_all_versions_mode_raises_capability_not_enabled(
+    container: ContainerProxy,
+) -> None:
+    # Not implemented here: answered as by an account without the capability.
+    with pytest.raises(CosmosHttpResponseError) as caught:
+        list(container.query_items_change_feed(mode="AllVersionsAndDeletes"))
+    assert caught.value.status_code == 400
+    assert "All Versions and Deletes" in caught.value.message
+    assert "must be enabled" in caught.value.message
 
-    assert status == 400
+
+def test_list_conflicts_single_region_returns_none(container: ContainerProxy) -> None:
+    assert list(container.list_conflicts()) == []
+
+
+def test_stored_procedure_create_raises_bad_request_naming_the_feature(
+    container: ContainerProxy,
+) -> None:
+    with pytest.raises(CosmosHttpResponseError) as caught:
+        container.scripts.create_stored_procedure({"id": "sp", "body": "function () {}"})
+    assert caught.value.status_code == 400
+    assert "sprocs are not supported" in caught.value.message
 
 
 # --- starting it -------------------------------------------------------------------------------
