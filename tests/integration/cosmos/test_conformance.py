@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -463,6 +464,23 @@ def test_stored_procedure_create_raises_bad_request_naming_the_feature(
         container.scripts.create_stored_procedure({"id": "sp", "body": "function () {}"})
     assert caught.value.status_code == 400
     assert "sprocs are not supported" in caught.value.message
+
+
+def test_partition_layout_survives_restart_with_data_file(tmp_path: Path) -> None:
+    data = tmp_path / "cosmos.json"
+    with LocalCosmos(partitions=3, data_file=data) as server:
+        database = server.client().create_database("d")
+        created = new_container(database)
+        created.create_item({"id": "a", "pk": "p"})
+        before = [r["Range"] for r in created.read_feed_ranges()]
+
+    with LocalCosmos(partitions=1, data_file=data) as server:
+        again = server.client().get_database_client("d").get_container_client(created.id)
+        after = [r["Range"] for r in again.read_feed_ranges()]
+        assert again.read_item("a", partition_key="p")["id"] == "a"
+
+    assert len(after) == 3
+    assert after == before
 
 
 # --- starting it -------------------------------------------------------------------------------
