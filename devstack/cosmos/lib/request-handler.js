@@ -20,6 +20,7 @@ const { queryDocuments: runQuery } = require("./query");
 const partitions = require("./partitions");
 const offers = require("./offers");
 const limits = require("./limits");
+const scripts = require("./scripts");
 
 const ERROR_CODES = {
   400: "BadRequest",
@@ -138,7 +139,7 @@ async function readPartitionKeyRanges(account, req, res, params) {
   const ranges = layout.ranges.map((r) => ({
     ...partitions.publicRange(layout, r),
     _rid: `${data._rid}${r.id}`,
-    _self: `${data._self}pkranges/${r.id}/`,
+    _self: `${data._self.replace(/\/$/, "")}/pkranges/${r.id}/`,
     _etag: etag,
     _ts: data._ts,
   }));
@@ -335,7 +336,45 @@ const noConflicts = (account, req, res, params) => {
 const conflictNotFound = (account, req, res) => notFound(res, "Conflict");
 const collectionParams = (m) => ({ dbId: m[1], collId: m[2] });
 
+async function scriptRequest(account, req, res, params) {
+  const collection = collectionOf(account, params);
+  if (!collection) return notFound(res, "Collection");
+  const body = req.devstackBody.length ? await readJson(req) : undefined;
+  if (params.kind === "sprocs" && params.scriptId && req.method === "POST") {
+    const result = scripts.execute(collection, params.scriptId, body || [], partitionFromHeader(req));
+    res.statusCode = result.statusCode;
+    const logging = String(req.headers["x-ms-documentdb-script-enable-logging"]).toLowerCase() === "true";
+    if (logging && result.log && result.log.length) {
+      res.setHeader("x-ms-documentdb-script-log-results", encodeURIComponent(result.log.join("\n")));
+    }
+    if (result.statusCode < 400) onScriptWrite(collection);
+    return result.body;
+  }
+  const upsert = String(req.headers["x-ms-documentdb-is-upsert"]).toLowerCase() === "true";
+  const result = scripts.crud(collection, params.kind, req.method, params.scriptId, body, {
+    upsert,
+    query: isQuery(req),
+  });
+  res.statusCode = result.statusCode;
+  return result.body;
+}
+
+// Set per handler: the launcher's onMutation (a stored procedure may write documents).
+let onScriptWrite = () => {};
+
+const scriptParams = (m) => ({
+  dbId: m[1],
+  collId: m[2],
+  kind: m[3],
+  scriptId: m[4],
+});
+const SCRIPT_PATH = /^\/dbs\/([^/]+)\/colls\/([^/]+)\/(sprocs|triggers)(?:\/([^/]+))?\/?$/;
+
 const EXTRA_ROUTES = [
+  ["GET", SCRIPT_PATH, scriptParams, scriptRequest],
+  ["POST", SCRIPT_PATH, scriptParams, scriptRequest],
+  ["PUT", SCRIPT_PATH, scriptParams, scriptRequest],
+  ["DELETE", SCRIPT_PATH, scriptParams, scriptRequest],
   ["GET", new RegExp(`${COLLECTION_PATH}\\/conflicts\\/?$`), collectionParams, noConflicts],
   ["POST", new RegExp(`${COLLECTION_PATH}\\/conflicts\\/?$`), collectionParams, noConflicts],
   ["GET", new RegExp(`${COLLECTION_PATH}\\/conflicts\\/[^/]+\\/?$`), collectionParams, conflictNotFound],
@@ -460,6 +499,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // latencyMs > 0 holds every response that long after it is computed: a network round trip.
 function createRequestHandler({ getAccount, onMutation, trace = null, latencyMs = 0 }) {
+  onScriptWrite = () => onMutation();
   async function handle(req, res) {
     if (trace) res.on("finish", () => trace(req, res));
     const account = getAccount();
@@ -474,10 +514,10 @@ function createRequestHandler({ getAccount, onMutation, trace = null, latencyMs 
     }
     const matched = extraRoute(req) || route(req);
     if (!matched) {
-      // A resource type this server does not implement (stored procedures, triggers, users,
+      // A resource type this server does not implement (users,
       // permissions, attachments, ...): 400 as Azure answers an operation an account does not
       // support, naming it.
-      const feature = /\/(sprocs|triggers|users|permissions|attachments|clientencryptionkeys)\b/.exec(req.url);
+      const feature = /\/(users|permissions|attachments|clientencryptionkeys)\b/.exec(req.url);
       res.statusCode = 400;
       return send(req, res, {
         code: "BadRequest",

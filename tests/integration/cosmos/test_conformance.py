@@ -457,13 +457,47 @@ def test_list_conflicts_single_region_returns_none(container: ContainerProxy) ->
     assert list(container.list_conflicts()) == []
 
 
-def test_stored_procedure_create_raises_bad_request_naming_the_feature(
+def test_execute_stored_procedure_writes_in_its_partition_and_returns_body(
     container: ContainerProxy,
 ) -> None:
+    body = (
+        "function (id) { var c = getContext().getCollection();"
+        " c.createDocument(c.getSelfLink(), {id: id, pk: 'p'}, {}, function (err) {"
+        " if (err) throw err; getContext().getResponse().setBody('made ' + id); }); }"
+    )
+    container.scripts.create_stored_procedure({"id": "make", "body": body})
+
+    arguments: Any = ["a"]  # the SDK annotates params as a list of dicts; any JSON goes
+    result = container.scripts.execute_stored_procedure("make", params=arguments, partition_key="p")
+
+    assert result == "made a"
+    assert container.read_item("a", partition_key="p")["pk"] == "p"
+
+
+def test_execute_stored_procedure_other_partition_raises_bad_request_and_writes_nothing(
+    container: ContainerProxy,
+) -> None:
+    body = (
+        "function () { var c = getContext().getCollection();"
+        " c.createDocument(c.getSelfLink(), {id: 'a', pk: 'p'}); }"
+    )
+    container.scripts.create_stored_procedure({"id": "make", "body": body})
+
+    status = status_of(
+        lambda: container.scripts.execute_stored_procedure("make", partition_key="other")
+    )
+
+    assert status == 400
+    assert list(container.query_items("SELECT * FROM c", enable_cross_partition_query=True)) == []
+
+
+def test_create_user_raises_bad_request_naming_the_feature(
+    cosmos_database: DatabaseProxy,
+) -> None:
     with pytest.raises(CosmosHttpResponseError) as caught:
-        container.scripts.create_stored_procedure({"id": "sp", "body": "function () {}"})
+        cosmos_database.create_user({"id": "someone"})
     assert caught.value.status_code == 400
-    assert "sprocs are not supported" in caught.value.message
+    assert "users are not supported" in caught.value.message
 
 
 def test_partition_layout_survives_restart_with_data_file(tmp_path: Path) -> None:
