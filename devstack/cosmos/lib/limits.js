@@ -9,6 +9,10 @@
 const MAX_DOCUMENT_BYTES = 2 * 1024 * 1024;
 const MAX_BATCH_BYTES = 2 * 1024 * 1024;
 const MAX_TTL = 2147483647;
+// Ids: databases and containers below 256 characters, items below 1024 (the SDK itself refuses
+// "/", "\\", "?", "#" and a trailing space or newline before sending).
+const MAX_NAME_CHARS = 255;
+const MAX_ITEM_ID_CHARS = 1023;
 const ETAG_PATH = '/"_etag"/?';
 
 const validTtl = (value) =>
@@ -17,6 +21,15 @@ const validTtl = (value) =>
 function tooLarge(res) {
   res.statusCode = 413;
   return { code: "RequestEntityTooLarge", message: "Request size is too large." };
+}
+
+// A message for an id Azure refuses, or null.
+function invalidId(body, max) {
+  if (!body || typeof body !== "object" || typeof body.id !== "string") return null;
+  if (body.id.length > 0 && body.id.length <= max) return null;
+  // Azure's wording: "less than '255'" for names (at most 255), "'1024'" for items.
+  const stated = max === MAX_NAME_CHARS ? max : max + 1;
+  return `The input name '${body.id.slice(0, 40)}...' is invalid. Ensure to provide a unique non-empty string less than '${stated}' characters.`;
 }
 
 // A message for a container body Azure refuses, or null.
@@ -39,7 +52,8 @@ function invalidDocument(body) {
   return null;
 }
 
-// Azure's default indexing policy, filled in where the request leaves a part out.
+// Azure's default indexing policy, filled in where the request leaves a part out. Index kinds
+// on paths (`indexes`) are a retired setting Azure drops.
 function withDefaultIndexing(policy) {
   const result = { indexingMode: "consistent", automatic: true, ...(policy || {}) };
   if (typeof result.indexingMode === "string") result.indexingMode = result.indexingMode.toLowerCase();
@@ -50,6 +64,11 @@ function withDefaultIndexing(policy) {
     return result;
   }
   if (!Array.isArray(result.includedPaths)) result.includedPaths = [{ path: "/*" }];
+  result.includedPaths = result.includedPaths.map((p) => {
+    if (!p || typeof p !== "object") return p;
+    const { indexes, ...kept } = p;
+    return kept;
+  });
   if (!Array.isArray(result.excludedPaths)) result.excludedPaths = [];
   if (!result.excludedPaths.some((p) => p && p.path === ETAG_PATH)) {
     result.excludedPaths = [...result.excludedPaths, { path: ETAG_PATH }];
@@ -72,6 +91,9 @@ function conditionHolds(collection, doc, condition) {
 }
 
 module.exports = {
+  MAX_NAME_CHARS,
+  MAX_ITEM_ID_CHARS,
+  invalidId,
   MAX_DOCUMENT_BYTES,
   MAX_BATCH_BYTES,
   tooLarge,

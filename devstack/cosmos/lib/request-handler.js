@@ -219,7 +219,7 @@ function queryMetrics(started, result) {
 
 async function createCollection(account, req, res, params) {
   const body = await readJson(req);
-  const invalid = limits.invalidContainer(body);
+  const invalid = limits.invalidId(body, limits.MAX_NAME_CHARS) || limits.invalidContainer(body);
   if (invalid) {
     res.statusCode = 400;
     return { code: "BadRequest", message: invalid };
@@ -238,6 +238,11 @@ async function createCollection(account, req, res, params) {
 }
 
 async function createDatabase(account, req, res, params) {
+  const invalid = limits.invalidId(await readJson(req), limits.MAX_NAME_CHARS);
+  if (invalid) {
+    res.statusCode = 400;
+    return { code: "BadRequest", message: invalid };
+  }
   const created = await handlers.createDatabase(account, req, res, params);
   if (res.statusCode === 201 && created) offers.remember(account.database(created.id), req.headers);
   return created;
@@ -250,7 +255,7 @@ function documentWrite(upstreamHandler) {
     if (!collection) return notFound(res, "Collection");
     if (req.devstackBody.length > limits.MAX_DOCUMENT_BYTES) return limits.tooLarge(res);
     const body = await readJson(req);
-    const invalid = limits.invalidDocument(body);
+    const invalid = limits.invalidId(body, limits.MAX_ITEM_ID_CHARS) || limits.invalidDocument(body);
     if (invalid) {
       res.statusCode = 400;
       return { code: "BadRequest", message: invalid };
@@ -412,7 +417,12 @@ async function putOffer(account, req, res, params) {
 }
 
 function extraRoute(req) {
-  const pathname = decodeURIComponent(String(req.url).split("?")[0]);
+  let pathname;
+  try {
+    pathname = decodeURIComponent(String(req.url).split("?")[0]);
+  } catch (err) {
+    return null; // not ours: upstream's router answers it
+  }
   for (const [method, pattern, toParams, handler] of EXTRA_ROUTES) {
     const m = req.method === method && pattern.exec(pathname);
     if (m) return [toParams(m), handler];
@@ -484,7 +494,9 @@ function documentResponse(account, collection, params, req, res, body) {
   res.setHeader("lsn", lsn);
   res.setHeader("x-ms-session-token", `${rangeId}:-1#${lsn}`);
   res.setHeader("x-ms-documentdb-partitionkeyrangeid", rangeId);
-  if (database && data) res.setHeader("x-ms-alt-content-path", `dbs/${database.id}/colls/${data.id}`);
+  const altPath = database && data ? `dbs/${database.id}/colls/${data.id}` : "";
+  // A header holds printable ASCII only: for other names the SDK does without it.
+  if (altPath && /^[\x20-\x7e]*$/.test(altPath)) res.setHeader("x-ms-alt-content-path", altPath);
   const minimal = /return=minimal/i.test(String(req.headers.prefer || ""));
   if (minimal && res.statusCode < 300 && req.method !== "GET" && !isQuery(req)) {
     if (body && body._etag) res.setHeader("etag", body._etag);
