@@ -232,7 +232,12 @@ async function createCollection(account, req, res, params) {
   if (res.statusCode === 201 && created) {
     const collection = account.database(params.dbId).collection(created.id);
     partitions.initialise(collection, req.headers);
-    offers.remember(collection, req.headers);
+    // Without throughput of its own or of its database, a container gets 400 RU/s (Azure's
+    // and the emulator's default for dedicated throughput).
+    const database = account.database(params.dbId);
+    const shared = Boolean(database[offers.OFFER]);
+    const own = req.headers["x-ms-offer-throughput"] || req.headers["x-ms-cosmos-offer-autopilot-settings"];
+    offers.remember(collection, own || shared ? req.headers : { "x-ms-offer-throughput": "400" });
   }
   return created;
 }
