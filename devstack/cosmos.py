@@ -7,9 +7,11 @@ well-known emulator key and `azure.cosmos.CosmosClient` objects for it.
     with LocalCosmos() as cosmos:
         client = cosmos.client()
 
-Command line: `python -m devstack.cosmos [--port P] [--data FILE] [--latency MS]` runs it in
-the foreground until SIGINT/SIGTERM. ``latency`` (seconds here, milliseconds on the command line)
-holds every response that long: a simulated network round trip to a Cosmos DB region.
+Command line: `python -m devstack.cosmos [--port P] [--data FILE] [--latency MS] [--partitions N]`
+runs it in the foreground until SIGINT/SIGTERM. ``latency`` (seconds here, milliseconds on the
+command line) holds every response that long: a simulated network round trip to a Cosmos DB
+region. ``partitions`` is the number of physical partitions (feed ranges) of each new container
+(a container created with more throughput than N partitions hold gets more, as in Azure).
 
 Errors: DevStackError (devstack.errors) when node or `devstack/cosmos/node_modules` is missing,
 when the server does not print READY in time, or when it exits early (its stderr is quoted).
@@ -50,6 +52,7 @@ _LAUNCHER = SERVER_DIR / "launcher.js"
 _READY_PREFIX = "READY "
 _STOP_TIMEOUT = 5.0
 _MAX_LATENCY = 10.0
+MAX_PARTITIONS = 64
 # Only requests to the loopback server are quiet; any other unverified HTTPS still warns.
 _LOOPBACK_WARNING = r"Unverified HTTPS request is being made to host '127\.0\.0\.1'"
 
@@ -68,9 +71,15 @@ class LocalCosmos:
         data_file: Path | None = None,
         startup_timeout: float = 15.0,
         latency: float = 0.0,
+        partitions: int = 1,
     ) -> None:
         if not 0.0 <= latency <= _MAX_LATENCY:
             raise DevStackError(f"latency must be between 0 and {_MAX_LATENCY} s, not {latency}")
+        if isinstance(partitions, bool) or not 1 <= partitions <= MAX_PARTITIONS:
+            raise DevStackError(
+                f"partitions must be between 1 and {MAX_PARTITIONS}, not {partitions}"
+            )
+        self._partitions = partitions
         self._port = port
         self._data_file = data_file
         self._latency = latency
@@ -121,6 +130,8 @@ class LocalCosmos:
             command += ["--data", str(self._data_file.resolve())]
         if self._latency > 0:
             command += ["--latency", f"{self._latency * 1000:g}"]
+        if self._partitions != 1:
+            command += ["--partitions", str(self._partitions)]
         self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115
         self._process = subprocess.Popen(
             command,
@@ -209,7 +220,7 @@ def _signal_group(process: subprocess.Popen[str], signum: signal.Signals) -> Non
 
 
 def main(argv: list[str]) -> int:
-    """`cosmos [--port P] [--data FILE] [--latency MS]`: run the server until SIGINT/SIGTERM."""
+    """`cosmos [--port P] [--data FILE] [--latency MS] [--partitions N]`: run until a signal."""
     parser = argparse.ArgumentParser(prog="cosmos", description="Run a local Cosmos DB server.")
     parser.add_argument(
         "--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free port)"
@@ -222,6 +233,13 @@ def main(argv: list[str]) -> int:
         metavar="MS",
         help="hold every response MS milliseconds, a simulated network round trip (default 0)",
     )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        metavar="N",
+        help="physical partitions (feed ranges) of each new container (default 1)",
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -231,7 +249,12 @@ def main(argv: list[str]) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server = LocalCosmos(port=args.port, data_file=args.data, latency=args.latency / 1000)
+        server = LocalCosmos(
+            port=args.port,
+            data_file=args.data,
+            latency=args.latency / 1000,
+            partitions=args.partitions,
+        )
     except DevStackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,8 +5,9 @@
 // optional persistence). Listens on 127.0.0.1 over HTTPS with upstream's self-signed
 // certificate; any key is accepted. Prints `READY https://127.0.0.1:<port>/` once it serves.
 //
-//   node launcher.js [--port PORT] [--data FILE] [--latency MS] [--trace]
+//   node launcher.js [--port PORT] [--data FILE] [--latency MS] [--partitions N] [--trace]
 // --latency holds every response MS milliseconds (a simulated network round trip).
+// --partitions gives each new container N physical partitions (feed ranges; default 1).
 // --trace logs each request's method, path, status and change-feed headers to stderr.
 const fs = require("fs");
 const https = require("https");
@@ -14,6 +15,7 @@ const { Account, certFile, keyFile } = require("./lib/upstream");
 const { createRequestHandler } = require("./lib/request-handler");
 const { DataFile } = require("./lib/persistence");
 const ttl = require("./lib/ttl");
+const partitions = require("./lib/partitions");
 
 const HOST = "127.0.0.1";
 const SWEEP_INTERVAL_MS = 1000;
@@ -36,6 +38,9 @@ function parseArgs(argv) {
       if (!Number.isFinite(args.latency) || args.latency < 0 || args.latency > 10000) {
         throw new Error(`invalid latency ${argv[i]} (milliseconds, 0-10000)`);
       }
+    } else if (arg === "--partitions") {
+      args.partitions = Number(argv[(i += 1)]);
+      partitions.setDefaultCount(args.partitions);
     } else if (arg === "--trace") {
       args.trace = true;
     } else if (arg === "--help" || arg === "-h") {
@@ -77,11 +82,11 @@ function main() {
   try {
     args = parseArgs(process.argv.slice(2));
   } catch (err) {
-    process.stderr.write(`${err.message}\nusage: node launcher.js [--port PORT] [--data FILE] [--latency MS] [--trace]\n`);
+    process.stderr.write(`${err.message}\nusage: node launcher.js [--port PORT] [--data FILE] [--latency MS] [--partitions N] [--trace]\n`);
     process.exit(2);
   }
   if (args.help) {
-    process.stdout.write("usage: node launcher.js [--port PORT] [--data FILE] [--latency MS] [--trace]\n");
+    process.stdout.write("usage: node launcher.js [--port PORT] [--data FILE] [--latency MS] [--partitions N] [--trace]\n");
     return;
   }
 

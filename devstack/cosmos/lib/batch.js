@@ -10,6 +10,8 @@ const { currentLsn, setLsn, restoreDocument } = require("./lsn");
 const { partitionKeyValues } = require("./partition-key");
 
 const MAX_OPERATIONS = 100;
+const PARTITION_KEY_MISMATCH =
+  "Partition key provided either doesn't correspond to definition in the collection or doesn't match partition key field values specified in the document.";
 
 function failure(statusCode, code, message) {
   return { statusCode, body: { code, message } };
@@ -24,9 +26,7 @@ function runOperation(collection, op, partitionKeyHeader) {
     case "Upsert":
       return documentOperations.upsertOperation(collection, { ...common, resourceBody: body });
     case "Replace":
-      if (body && op.id !== undefined && body.id !== op.id) {
-        return failure(400, "BadRequest", "replace: id in the body differs from the operation id");
-      }
+      if (body && op.id !== undefined && body.id !== op.id) return replaceRenaming(collection, op, common);
       return documentOperations.replaceOperation(collection, { ...common, resourceBody: body });
     case "Read":
       return documentOperations.readOperation(collection, { ...common, id: op.id });
@@ -44,6 +44,32 @@ function runOperation(collection, op, partitionKeyHeader) {
   }
 }
 
+// A batch replace whose body carries another id replaces the document named by the operation
+// with that body (Azure answers 200; the SDK's own tests do this).
+function replaceRenaming(collection, op, common) {
+  const existing = documentOperations.readOperation(collection, { ...common, id: op.id });
+  if (existing.statusCode !== 200) return existing;
+  return renameDocument(collection, existing.body, op.resourceBody, common.ifMatch, common.partitionKey);
+}
+
+// Replace `current` by `body`, which has another id: 200 with the new document.
+function renameDocument(collection, current, body, ifMatch, partitionKeyHeader) {
+  if (ifMatch && ifMatch !== current._etag) {
+    return failure(412, "PreconditionFailed", "Operation cannot be performed because one of the specified precondition is not met.");
+  }
+  const removed = documentOperations.deleteOperation(collection, {
+    partitionKey: partitionKeyHeader || "[{}]",
+    id: current.id,
+  });
+  if (removed.statusCode >= 400) return removed;
+  const created = documentOperations.createOperation(collection, { resourceBody: body });
+  if (created.statusCode !== 201) {
+    restoreDocument(collection.documents, current);
+    return created;
+  }
+  return { statusCode: 200, body: created.body };
+}
+
 function idOf(op) {
   return op.id !== undefined ? op.id : op.resourceBody && op.resourceBody.id;
 }
@@ -53,14 +79,22 @@ function wrongPartition(collectionData, op, expectedKey) {
   if (!op.resourceBody || !["Create", "Upsert", "Replace"].includes(op.operationType)) {
     return false;
   }
-  const actual = JSON.stringify(partitionKeyValues(collectionData, op.resourceBody));
-  return actual !== JSON.stringify(expectedKey);
+  // A document without its partition key property is in the partition `[{}]` (undefined).
+  const actual = partitionKeyValues(collectionData, op.resourceBody).map((v) =>
+    v === undefined ? {} : v
+  );
+  const expected = Array.isArray(expectedKey) ? expectedKey : [expectedKey];
+  return JSON.stringify(actual) !== JSON.stringify(expected);
 }
 
 // Returns { statusCode, body } for the whole batch.
 function executeBatch(collection, operations, partitionKeyHeader) {
-  if (!Array.isArray(operations) || !operations.length || operations.length > MAX_OPERATIONS) {
-    return failure(400, "BadRequest", `a batch holds 1 to ${MAX_OPERATIONS} operations`);
+  // Azure's messages, which the SDK's own tests look for.
+  if (!Array.isArray(operations) || !operations.length) {
+    return failure(400, "BadRequest", "Batch request has no operations.");
+  }
+  if (operations.length > MAX_OPERATIONS) {
+    return failure(400, "BadRequest", "Batch request has more operations than what is supported.");
   }
   if (!partitionKeyHeader) {
     return failure(400, "BadRequest", "a batch needs the x-ms-documentdb-partitionkey header");
@@ -72,6 +106,10 @@ function executeBatch(collection, operations, partitionKeyHeader) {
     return failure(400, "BadRequest", `invalid partition key header ${partitionKeyHeader}`);
   }
   const collectionData = collection.read();
+  const pathCount = ((collectionData.partitionKey || {}).paths || ["/id"]).length;
+  if ((Array.isArray(expectedKey) ? expectedKey : [expectedKey]).length !== pathCount) {
+    return failure(400, "BadRequest", PARTITION_KEY_MISMATCH);
+  }
   const documents = collection.documents;
   const lsnBefore = currentLsn(collection);
   const undo = [];
@@ -82,11 +120,15 @@ function executeBatch(collection, operations, partitionKeyHeader) {
     const id = idOf(op);
     let result;
     if (wrongPartition(collectionData, op, expectedKey)) {
-      result = failure(400, "BadRequest", "partition key of the document differs from the batch's");
+      result = failure(400, "BadRequest", PARTITION_KEY_MISMATCH);
     } else {
       const key = parsePartitionKey(partitionKeyHeader, id);
       const before = id === undefined ? undefined : documents._item("/id", id, key).read();
       undo.push({ id, key, before });
+      const renamedTo = op.operationType === "Replace" && op.resourceBody && op.resourceBody.id;
+      if (renamedTo && renamedTo !== id) {
+        undo.push({ id: renamedTo, key, before: documents._item("/id", renamedTo, key).read() });
+      }
       result = runOperation(collection, op, partitionKeyHeader);
     }
     results.push(result);
@@ -96,6 +138,19 @@ function executeBatch(collection, operations, partitionKeyHeader) {
     }
   }
   if (failedAt < 0) {
+    // Cosmos commits a batch as one write: every document it wrote carries the same LSN.
+    const batchLsn = lsnBefore + 1;
+    const wrote = operations.some((op) => op && op.operationType !== "Read");
+    if (wrote) {
+      for (const r of results) {
+        const stored = r.body && r.body._rid && documents._data.get(r.body._rid);
+        if (stored && stored.read()._etag === r.body._etag && r.body._lsn > lsnBefore) {
+          r.body = { ...r.body, _lsn: batchLsn };
+          restoreDocument(documents, r.body);
+        }
+      }
+      setLsn(collection, batchLsn);
+    }
     return {
       statusCode: 200,
       body: results.map((r) => ({
@@ -123,4 +178,4 @@ function executeBatch(collection, operations, partitionKeyHeader) {
   };
 }
 
-module.exports = { executeBatch };
+module.exports = { executeBatch, renameDocument };

@@ -6,19 +6,20 @@
 //   If-None-Match: "<lsn>"      -> changes after that LSN (the etag of an earlier page)
 //   If-Modified-Since: <date>   -> changes whose _ts is at or after that time
 // Each document appears once, in its latest version, ordered by _lsn; deletes are not emitted.
-// Scoping: x-ms-start-epk/x-ms-end-epk (hashed partition key range, sent by the SDK for
-// `partition_key=` or a sub-range feed range) or x-ms-documentdb-partitionkey.
+// Scoping (partitions.js): a physical partition (x-ms-documentdb-partitionkeyrangeid), an EPK
+// sub-range (x-ms-start-epk/x-ms-end-epk) or one partition key (x-ms-documentdb-partitionkey).
 // https://learn.microsoft.com/rest/api/cosmos-db/list-documents (A-IM, If-None-Match headers)
 const { currentLsn } = require("./lsn");
-const { effectivePartitionKey, partitionKeyValues, supportsEpk } = require("./partition-key");
+const { scopeOf, PartitionError } = require("./partitions");
 
 const DEFAULT_PAGE_SIZE = 100;
 
 class ChangeFeedError extends Error {
-  constructor(statusCode, code, message) {
+  constructor(statusCode, code, message, subStatus) {
     super(message);
     this.statusCode = statusCode;
     this.code = code;
+    this.subStatus = subStatus;
   }
 }
 
@@ -47,46 +48,18 @@ function pageSize(req) {
   return Number.isFinite(n) && n > 0 ? n : DEFAULT_PAGE_SIZE;
 }
 
-function scopeFilter(req, collectionData) {
-  const start = header(req, "x-ms-start-epk");
-  const end = header(req, "x-ms-end-epk");
-  if (start !== undefined || end !== undefined) {
-    if (!supportsEpk(collectionData)) {
-      throw new ChangeFeedError(
-        400,
-        "BadRequest",
-        "change feed scoped by partition key needs a container with partition key version 2"
-      );
-    }
-    const min = String(start || "").toUpperCase();
-    const max = end === undefined || end === "" ? "FF" : String(end).toUpperCase();
-    return (doc) => {
-      const epk = effectivePartitionKey(collectionData, partitionKeyValues(collectionData, doc));
-      return epk >= min && epk < max;
-    };
-  }
-  const pkHeader = header(req, "x-ms-documentdb-partitionkey");
-  if (pkHeader && pkHeader !== "[{}]") {
-    let wanted;
-    try {
-      wanted = JSON.parse(pkHeader);
-    } catch (err) {
-      throw new ChangeFeedError(400, "BadRequest", `invalid partition key header ${pkHeader}`);
-    }
-    const key = JSON.stringify(Array.isArray(wanted) ? wanted : [wanted]);
-    return (doc) => JSON.stringify(partitionKeyValues(collectionData, doc)) === key;
-  }
-  return null;
-}
-
 // Returns { statusCode, etag, documents } for one page of the feed.
 function readChangeFeed(collection, req) {
   const mode = String(header(req, "a-im")).toLowerCase();
   if (mode !== "incremental feed") {
     // All-versions-and-deletes ("Full-Fidelity Feed") would need a log of every version.
-    throw new ChangeFeedError(400, "BadRequest", `change feed mode ${mode} is not supported`);
+    // Answered as by an account without that capability (what the SDK's tests recognise).
+    throw new ChangeFeedError(
+      400,
+      "BadRequest",
+      "Change feed mode 'All Versions and Deletes' must be enabled on the account to read the change feed in this mode; this local server does not implement it."
+    );
   }
-  const collectionData = collection.read();
   const latest = currentLsn(collection);
   const ifNoneMatch = header(req, "if-none-match");
   if (ifNoneMatch !== undefined && ifNoneMatch.trim() === "*") {
@@ -106,7 +79,13 @@ function readChangeFeed(collection, req) {
   } else {
     accept = () => true;
   }
-  const inScope = scopeFilter(req, collectionData);
+  let inScope;
+  try {
+    inScope = scopeOf(collection, req, { ignoreUndefinedKey: true });
+  } catch (err) {
+    if (!(err instanceof PartitionError)) throw err;
+    throw new ChangeFeedError(err.statusCode, err.code, err.message, err.subStatus);
+  }
   const matching = [];
   for (const item of collection.documents._data.values()) {
     const doc = item.read();

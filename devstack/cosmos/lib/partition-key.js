@@ -105,11 +105,117 @@ function definitionOf(collectionData) {
   };
 }
 
-// Whether this server can compute EPKs for the container (hash v1 is not implemented).
-function supportsEpk(collectionData) {
+const isHashV1 = (collectionData) => {
   const def = definitionOf(collectionData);
-  return def.kind === "MultiHash" || def.version === 2;
+  return def.kind !== "MultiHash" && def.version !== 2;
+};
+
+// --- hash v1: MurmurHash3 x86 32 of the components, then the binary encoding of
+// [hash, components truncated to 100 characters] (azure-cosmos partition_key.py,
+// _get_effective_partition_key_for_hash_partitioning).
+function murmur3x86x32(bytes) {
+  const c1 = 0xcc9e2d51;
+  const c2 = 0x1b873593;
+  let h1 = 0;
+  const roundedEnd = bytes.length & ~3;
+  for (let i = 0; i < roundedEnd; i += 4) {
+    let k1 = bytes[i] | (bytes[i + 1] << 8) | (bytes[i + 2] << 16) | (bytes[i + 3] << 24);
+    k1 = Math.imul(k1, c1);
+    k1 = (k1 << 15) | (k1 >>> 17);
+    k1 = Math.imul(k1, c2);
+    h1 ^= k1;
+    h1 = (h1 << 13) | (h1 >>> 19);
+    h1 = (Math.imul(h1, 5) + 0xe6546b64) | 0;
+  }
+  let k1 = 0;
+  const rest = bytes.length & 3;
+  if (rest === 3) k1 ^= bytes[roundedEnd + 2] << 16;
+  if (rest >= 2) k1 ^= bytes[roundedEnd + 1] << 8;
+  if (rest >= 1) {
+    k1 ^= bytes[roundedEnd];
+    k1 = Math.imul(k1, c1);
+    k1 = (k1 << 15) | (k1 >>> 17);
+    k1 = Math.imul(k1, c2);
+    h1 ^= k1;
+  }
+  h1 ^= bytes.length;
+  h1 ^= h1 >>> 16;
+  h1 = Math.imul(h1, 0x85ebca6b);
+  h1 ^= h1 >>> 13;
+  h1 = Math.imul(h1, 0xc2b2ae35);
+  h1 ^= h1 >>> 16;
+  return h1 >>> 0;
 }
+
+const isUndefinedComponent = (v) =>
+  v === undefined || (v !== null && typeof v === "object" && !Object.keys(v).length);
+
+function hashingBytesV1(value) {
+  if (value === true) return Buffer.from([0x03]);
+  if (value === false) return Buffer.from([0x02]);
+  if (isUndefinedComponent(value)) return Buffer.from([0x00]);
+  if (value === null) return Buffer.from([0x01]);
+  if (typeof value === "number") {
+    const out = Buffer.alloc(9);
+    out[0] = 0x05;
+    out.writeDoubleLE(value, 1);
+    return out;
+  }
+  if (typeof value === "string") {
+    return Buffer.concat([Buffer.from([0x08]), Buffer.from(value, "utf8"), Buffer.from([0x00])]);
+  }
+  throw new Error(`unsupported partition key component: ${JSON.stringify(value)}`);
+}
+
+function doubleAsUint64(value) {
+  const buffer = Buffer.alloc(8);
+  buffer.writeDoubleLE(value, 0);
+  const bits = buffer.readBigUInt64LE(0);
+  const mask = 0x8000000000000000n;
+  return bits < mask ? bits ^ mask : (~bits + 1n) & MASK64;
+}
+
+function binaryBytesV1(value) {
+  if (value === true) return [0x03];
+  if (value === false) return [0x02];
+  if (isUndefinedComponent(value)) return [0x00];
+  if (value === null) return [];
+  if (typeof value === "number") {
+    const out = [0x05];
+    let payload = doubleAsUint64(value);
+    out.push(Number(payload >> 56n));
+    payload = (payload << 8n) & MASK64;
+    let byte = 0;
+    let first = true;
+    while (payload !== 0n) {
+      if (!first) out.push(byte);
+      first = false;
+      byte = Number(payload >> 56n) | 0x01;
+      payload = (payload << 7n) & MASK64;
+    }
+    out.push(byte & 0xfe);
+    return out;
+  }
+  const utf8 = Buffer.from(value, "utf8");
+  const short = utf8.length <= 100;
+  const out = [0x08];
+  const count = short ? utf8.length : 101;
+  for (let i = 0; i < count; i += 1) out.push((utf8[i] + 1) & 0xff);
+  if (short) out.push(0x00);
+  return out;
+}
+
+const truncateV1 = (v) => (typeof v === "string" ? v.slice(0, 100) : v);
+
+function hashV1(values) {
+  const components = values.map(truncateV1);
+  const hash = murmur3x86x32(Buffer.concat(components.map(hashingBytesV1)));
+  const bytes = [hash, ...components].flatMap(binaryBytesV1);
+  return Buffer.from(bytes).toString("hex").toUpperCase();
+}
+
+// The EPK of a hash v1 boundary: a hash value alone (uppercase, as compared here).
+const hashV1Bound = (hash) => Buffer.from(binaryBytesV1(hash)).toString("hex").toUpperCase();
 
 function partitionKeyValues(collectionData, doc) {
   return definitionOf(collectionData).paths.map((p) => getValue(p.slice(1).split("/"), doc));
@@ -119,7 +225,14 @@ function effectivePartitionKey(collectionData, values) {
   const def = definitionOf(collectionData);
   if (!values.length) return "";
   if (def.kind === "MultiHash") return values.map((v) => hashV2(componentBytes(v))).join("");
+  if (def.version !== 2) return hashV1(values);
   return hashV2(Buffer.concat(values.map(componentBytes)));
 }
 
-module.exports = { effectivePartitionKey, partitionKeyValues, supportsEpk, murmur3x64x128 };
+module.exports = {
+  effectivePartitionKey,
+  partitionKeyValues,
+  isHashV1,
+  hashV1Bound,
+  murmur3x64x128,
+};

@@ -8,6 +8,8 @@ const path = require("path");
 const { Items } = require("./upstream");
 const { currentLsn, setLsn, restoreDocument } = require("./lsn");
 const ttl = require("./ttl");
+const partitions = require("./partitions");
+const { OFFER } = require("./offers");
 
 const FORMAT_VERSION = 1;
 const rawSet = Items.prototype._set;
@@ -20,10 +22,13 @@ function snapshot(account) {
     ridCount: account.databases._ridCount,
     databases: [...account.databases._data.values()].map((database) => ({
       data: database.read(),
+      offer: database[OFFER],
       ridCount: database.collections._ridCount,
       collections: [...database.collections._data.values()].map((collection) => ({
         data: collection.read(),
         lsn: currentLsn(collection),
+        partitions: partitions.layoutOf(collection),
+        offer: collection[OFFER],
         ridCount: collection.documents._ridCount,
         documents: values(collection.documents),
         userDefinedFunctions: values(collection.userDefinedFunctions).map(({ id, body }) => ({
@@ -42,6 +47,7 @@ function restore(account, state) {
   for (const db of state.databases) {
     rawSet.call(account.databases, db.data);
     const database = account.database(db.data._rid);
+    if (db.offer) database[OFFER] = db.offer;
     for (const coll of db.collections) {
       database.collections._set(coll.data);
       const collection = database.collection(coll.data._rid);
@@ -49,6 +55,8 @@ function restore(account, state) {
       for (const udf of coll.userDefinedFunctions) collection.userDefinedFunctions.create(udf);
       collection.documents._ridCount = coll.ridCount;
       setLsn(collection, coll.lsn);
+      partitions.setLayout(collection, coll.partitions);
+      if (coll.offer) collection[OFFER] = coll.offer;
       ttl.invalidate(collection);
     }
     database.collections._ridCount = db.ridCount;

@@ -1,36 +1,30 @@
 "use strict";
-// Queries scoped to one logical partition. The SDK sends the partition key in the
-// x-ms-documentdb-partitionkey header and expects only that partition's documents; upstream
-// ignores the header and instead refuses queries whose text does not name the partition key.
-// Here the query runs over the documents of that partition only, whatever its text.
+// Queries (`POST .../docs` with a query body). The SDK scopes a query with headers, not with
+// its text: one logical partition (x-ms-documentdb-partitionkey), one physical partition
+// (x-ms-documentdb-partitionkeyrangeid) or a feed range (x-ms-start-epk/x-ms-end-epk); a query
+// without any runs over the whole container (the SDK then expects the complete answer).
+// Upstream ignores the headers and refuses queries whose text does not name the partition
+// key; here the query runs with upstream's engine over the documents in scope.
 const { readItems, readJson } = require("./upstream");
-const { partitionKeyValues } = require("./partition-key");
 
-const normalise = (values) => JSON.stringify(values.map((v) => (v === undefined ? {} : v)));
-
-function documentsOfPartition(collection, headerValue) {
-  const wanted = JSON.parse(headerValue);
-  const key = normalise(Array.isArray(wanted) ? wanted : [wanted]);
-  const definition = collection.read();
-  // Upstream's Items keeps item handles in _data; reading them is its own public shape.
-  return [...collection.documents._data.values()]
-    .map((item) => item.read())
-    .filter((doc) => doc && normalise(partitionKeyValues(definition, doc)) === key);
-}
-
-async function queryPartition(collection, req, res, headerValue) {
+async function queryDocuments(collection, req, res, inScope) {
   return readItems(req, res, "Documents", async ({ continuation, maxItemCount }) => {
     const body = await readJson(req);
     if (!body || !body.query) {
       res.statusCode = 400;
-      return { message: "missing query" };
+      return { code: "BadRequest", message: "missing query" };
     }
     const items = collection.documents;
     const definition = collection.read();
     const compositeIndexes =
       (definition.indexingPolicy && definition.indexingPolicy.compositeIndexes) || [];
+    const documents = [];
+    for (const item of items._data.values()) {
+      const doc = item.read();
+      if (doc && (!inScope || inScope(doc))) documents.push(doc);
+    }
     try {
-      return items._getQuery(body.query).exec(documentsOfPartition(collection, headerValue), {
+      return items._getQuery(body.query).exec(documents, {
         parameters: body.parameters,
         udf: items._userDefinedFunctions(),
         maxItemCount,
@@ -39,9 +33,9 @@ async function queryPartition(collection, req, res, headerValue) {
       });
     } catch (err) {
       res.statusCode = 400;
-      return { message: String(err && err.message) };
+      return { code: "BadRequest", message: String(err && err.message) };
     }
   });
 }
 
-module.exports = { queryPartition };
+module.exports = { queryDocuments };

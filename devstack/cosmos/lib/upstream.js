@@ -12,6 +12,21 @@ const load = (name) => {
 
 const packageRoot = path.dirname(require.resolve("@vercel/cosmosdb-server/package.json"));
 
+// Request bodies are read once by the request handler (limits are checked on the raw bytes);
+// upstream's handlers call this module's reader at request time, so they get the same body.
+const jsonModule = require(`${LIB}/json`);
+const readRawJson = jsonModule.default;
+jsonModule.default = async (req) => {
+  if (req.devstackBody !== undefined) return JSON.parse(req.devstackBody.toString() || "null");
+  return readRawJson(req);
+};
+
+// Cosmos writes resource ids in base64 with "-" for "/", so that they fit in a path segment;
+// the SDK parses them that way (a "/" in a _rid fails with "Failed Parsing ResourceID").
+const ResourceId = load("account/resource-id");
+ResourceId.toBase64String = (buffer) => buffer.toString("base64").replace(/\//g, "-");
+ResourceId.fromBase64String = (s) => Buffer.from(String(s).replace(/-/g, "/"), "base64");
+
 module.exports = {
   route: load("routes"),
   Account: load("account"),
@@ -19,7 +34,7 @@ module.exports = {
   Documents: load("account/documents"),
   documentOperations: require(`${LIB}/handler/_document-operations`),
   patchOperation: require(`${LIB}/handler/_patch-operations`).patchOperation,
-  readJson: load("json"),
+  readJson: (req) => jsonModule.default(req),
   readItems: load("handler/_read-items"),
   partitionFromHeader: load("utils/get-partition-from-header"),
   parsePartitionKey: require(`${LIB}/utils/get-partition-from-header`).parsePartitionKey,
@@ -36,4 +51,12 @@ module.exports.handlers = {
   replaceCollection: load("handler/replace-collection"),
   readPartitionKeyRanges: load("handler/read-partition-key-ranges"),
   queryDocuments: load("handler/query-documents"),
+  createCollection: load("handler/create-collection"),
+  createDatabase: load("handler/create-database"),
+  readCollection: load("handler/read-collection"),
+  createDocument: load("handler/create-document"),
+  upsertDocument: load("handler/upsert-document"),
+  replaceDocument: load("handler/replace-document"),
+  patchDocument: load("handler/patch-document"),
+  deleteDocument: load("handler/delete-document"),
 };
