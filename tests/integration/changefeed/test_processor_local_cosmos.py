@@ -6,13 +6,14 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.cosmos import ContainerProxy, DatabaseProxy, PartitionKey
+from azure.cosmos import ContainerProxy, CosmosClient, DatabaseProxy, PartitionKey
 
 from devstack.cosmos import LocalCosmos
 from events.adapters.cosmos.changefeed import CosmosChangeFeed, CosmosLeaseStore
@@ -241,3 +242,36 @@ def test_cosmos_feed_page_after_page_same_as_fresh_reads_and_rereads_a_position(
     monitored.upsert_item({"id": "d10", "pk": "pk-0"})
     after_last = resumed_feed.read_page(feed_range, resumed[-1][1], 4)
     assert [d["id"] for d in after_last.items] == ["d10"]
+
+
+def test_processor_two_instances_split_four_feed_ranges_and_each_change_is_handled_once(
+    partitioned_cosmos_client: CosmosClient,
+) -> None:
+    database = partitioned_cosmos_client.create_database(id=f"ranges-{uuid.uuid4().hex[:8]}")
+    try:
+        monitored, leases = _containers(database)
+        assert len(list(monitored.read_feed_ranges())) == 4
+        seen: list[str] = []
+
+        def handler(documents: list[dict[str, Any]]) -> None:
+            seen.extend(d["id"] for d in documents)
+
+        a = _processor(monitored, leases, handler, "a")
+        b = _processor(monitored, leases, handler, "b")
+        give_up = time.monotonic() + 60  # a bound: balancing runs every acquire interval
+        while time.monotonic() < give_up and [len(a.owned_leases), len(b.owned_leases)] != [2, 2]:
+            a.run_once()
+            b.run_once()
+            time.sleep(0.1)
+        # Written once the leases are shared out: a lease taken from a busy instance would
+        # have its in-flight page handled twice (at-least-once), which is not under test here.
+        ids = [f"r{i:03d}" for i in range(80)]
+        for doc_id in ids:  # spread over many partition key values, hence every range
+            monitored.upsert_item({"id": doc_id, "pk": f"pk-{doc_id}"})
+        _drain([a, b])
+
+        assert (len(a.owned_leases), len(b.owned_leases)) == (2, 2)
+        assert len(set(a.owned_leases) | set(b.owned_leases)) == 4
+        assert Counter(seen) == Counter(ids)
+    finally:
+        partitioned_cosmos_client.delete_database(database)
