@@ -45,6 +45,10 @@ class OutgoingMessage:
     content_type: str
     body: bytes
     application_properties: Mapping[str, str]
+    #: What the publisher's ``check`` measured for this message (for Service Bus: the SDK
+    #: message and its AMQP encoding), handed back to its ``publish`` so that nothing is built
+    #: or encoded twice. Opaque to the core; not part of the message's value.
+    encoding: object = field(default=None, compare=False, repr=False)
 
     @property
     def event_id(self) -> str:
