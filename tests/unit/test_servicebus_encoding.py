@@ -10,6 +10,7 @@ from typing import cast
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusMessageBatch
 from azure.servicebus._pyamqp._encode import encode_payload
+from azure.servicebus._transport._pyamqp_transport import PyamqpTransport
 from azure.servicebus.exceptions import ServiceBusConnectionError
 
 from events.adapters.servicebus import (
@@ -34,6 +35,13 @@ def _wire(send: ServiceBusMessageBatch | ServiceBusMessage) -> bytes:
     output = bytearray()
     message = send._message
     encode_payload(output, message)
+    return bytes(output)
+
+
+def _wire_alone(message: ServiceBusMessage) -> bytes:
+    """The bytes the SDK transfers for a message sent on its own (it converts it again)."""
+    output = bytearray()
+    encode_payload(output, PyamqpTransport.to_outgoing_amqp_message(message.raw_amqp_message))
     return bytes(output)
 
 
@@ -162,6 +170,8 @@ def test_pack_message_that_fits_only_the_link_goes_alone_unencoded_again() -> No
         "ServiceBusMessageBatch",
     ]
     assert encoder.encoded == ["m-00000", "m-00001", "m-00002"]
+    sent_alone = cast(ServiceBusMessage, sends[1])
+    assert _wire_alone(sent_alone) == _wire_alone(to_sdk_message(alone))
 
 
 def test_publisher_check_then_publish_encodes_each_message_once() -> None:
