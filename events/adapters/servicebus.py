@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
 from azure.core.exceptions import AzureError
@@ -299,9 +299,9 @@ class ServiceBusPublisher:
 
     def check(self, message: OutgoingMessage) -> OutgoingMessage:
         encoded = encoding_of(message, self._encoder)  # pure CPU: outside the lock
-        with self._holding(message.destination) as destination:
-            limit = destination.link_limit  # known while the sender is open: no thread
-            if limit is None:
+        limit = self._known_link_limit(message.destination)
+        if limit is None:
+            with self._holding(message.destination) as destination:
                 limit, _ = self._bounded(destination, lambda: self._limits(destination))
         # Alone in an empty batch of the link's size, as the SDK would size it.
         size = _EMPTY_BATCH + encoded.section
@@ -314,7 +314,7 @@ class ServiceBusPublisher:
                 size=size,
                 limit=limit,
             )
-        return replace(message, encoding=encoded)
+        return message.measured(encoded)
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:
         sends = 0
@@ -396,6 +396,15 @@ class ServiceBusPublisher:
             # Queue and topic senders are the same link to the entity path; one call serves both.
             destination.sender = self._client.get_topic_sender(destination.name)
         return destination.sender
+
+    def _known_link_limit(self, name: str) -> int | None:
+        """The link's limit while the sender is open, read without taking the destination's
+        lock (one attribute read; a discard racing with it only sends the caller the bounded
+        way). None when it must be learnt first, or when the publisher is closed."""
+        destination = self._destinations.get(name)
+        if destination is None or self._closed.is_set():
+            return None
+        return destination.link_limit
 
     def _where(self, destination: _Destination) -> str:
         return f"Service Bus {self._endpoint} entity {destination.name}"

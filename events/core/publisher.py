@@ -8,7 +8,7 @@ adapter (tests/contract).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from events.core.messages import OutgoingMessage
@@ -106,7 +106,7 @@ class InMemoryPublisher:
                 size=size,
                 limit=self.max_message_size,
             )
-        return replace(message, encoding=_Measured(size))
+        return message.measured(_Measured(size))
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:
         sends = 0
