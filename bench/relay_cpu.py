@@ -76,7 +76,7 @@ def dropping_publisher() -> ServiceBusPublisher:
     return ServiceBusPublisher(cast(ServiceBusClient, _DroppingClient()))
 
 
-def _relays(publisher: ServiceBusPublisher) -> dict[str, Relay]:
+def relays_for(publisher: ServiceBusPublisher) -> dict[str, Relay]:
     deployment = load_deployment()
     declared = deployment.topology.service_bus
     router = Router(default=declared.default_destination, routes=declared.routes)
@@ -137,7 +137,7 @@ class Workload:
         return len(self.messages)
 
 
-class _Recording:
+class Recording:
     """A publisher wrapper that keeps what the relay published (to build the raw side)."""
 
     def __init__(self, inner: ServiceBusPublisher) -> None:
@@ -154,9 +154,9 @@ class _Recording:
 
 def workload(count: int, seed: int, tag: str) -> Workload:
     documents = change_feed_documents(count, 0, seed, tag)
-    recording = _Recording(dropping_publisher())
+    recording = Recording(dropping_publisher())
     for feed, batch in documents.items():
-        _relays(cast(ServiceBusPublisher, recording))[feed].process(batch)
+        relays_for(cast(ServiceBusPublisher, recording))[feed].process(batch)
     return Workload(documents, recording.published)
 
 
@@ -181,7 +181,7 @@ def peak_memory(count: int, seed: int) -> tuple[int, int, int]:
     """(peak bytes traced during one Relay.process, the batch's JSON bytes, events)."""
     # Orders-container documents only: the whole batch is one feed's, as a host delivers it.
     [(feed, batch)] = change_feed_documents(count, 0, seed, "memory", ORDER_KINDS).items()
-    relays = _relays(dropping_publisher())
+    relays = relays_for(dropping_publisher())
     text = len(json.dumps(batch).encode())
     relays[feed].process(batch[:10])  # imports, caches and the sender, outside the trace
     gc.collect()
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv or [])
     random.seed(args.seed)
     work = workload(args.docs, args.seed, "cpu")
-    relays = _relays(dropping_publisher())
+    relays = relays_for(dropping_publisher())
     relay_cpu(relays, work)  # warm-up of both sides
     raw_cpu(work)
     ratios: list[float] = []
