@@ -69,10 +69,17 @@ class OutgoingMessage:
         )
 
 
+#: Property names of the context attributes, made once: every message of a batch shares them
+#: (a relay holds a whole batch of messages before it sends any).
+_PROPERTY_NAMES: Final = {
+    name: f"{CLOUDEVENTS_PREFIX}{name}" for name in IntegrationEvent.model_fields if name != "data"
+}
+
+
 def to_message(event: IntegrationEvent, router: Router) -> OutgoingMessage:
     # datacontenttype maps to the AMQP content-type, not to an application property.
     properties = {
-        f"{CLOUDEVENTS_PREFIX}{k}": v
+        _PROPERTY_NAMES.get(k) or f"{CLOUDEVENTS_PREFIX}{k}": v
         for k, v in event.attributes().items()
         if k != "datacontenttype"
     }
