@@ -134,25 +134,45 @@ def _outbox(
     )
 
 
+_EVENTSTORE_KINDS = ("authorized", "captured")
+#: Kinds whose documents live in the orders container (outbox and CDC).
+ORDER_KINDS = ("placed", "upserted", "shipped")
+
+
+def _feed_of(kind: str) -> str:
+    return "relay_eventstore" if kind in _EVENTSTORE_KINDS else "relay_orders"
+
+
+def change_feed_documents(
+    count: int, large: int, seed: int, tag: str, kinds: Sequence[str] = _SMALL_KINDS
+) -> dict[str, list[dict[str, Any]]]:
+    """``count`` change-feed items (``large`` of them 60-120 kB), per feed function name, in
+    change-feed order; each maps to exactly one public event."""
+    rng = random.Random(f"{seed}:{tag}")
+    chosen = [rng.choice(kinds) for _ in range(count - large)] + ["large"] * large
+    rng.shuffle(chosen)
+    documents: dict[str, list[dict[str, Any]]] = {}
+    for i, kind in enumerate(chosen):
+        documents.setdefault(_feed_of(kind), []).append(_document(kind, i, tag, rng))
+    return documents
+
+
 def build_messages(count: int, large: int, seed: int, tag: str) -> list[OutgoingMessage]:
     """``count`` messages in change-feed order, mapped by the catalog's sources."""
-    rng = random.Random(f"{seed}:{tag}")
-    kinds = [rng.choice(_SMALL_KINDS) for _ in range(count - large)] + ["large"] * large
-    rng.shuffle(kinds)
     registry = default_registry()
     feeds = {definition.function_name: definition for definition in load_deployment().feeds}
     router = _router()
     prefix = settings.setting_defaults(load_deployment().topology)[settings.EVENT_SOURCE]
     messages: list[OutgoingMessage] = []
-    for i, kind in enumerate(kinds):
-        document = _document(kind, i, tag, rng)
-        feed = feeds["relay_eventstore" if kind in ("authorized", "captured") else "relay_orders"]
-        container = "eventstore" if feed.function_name == "relay_eventstore" else "orders"
+    for name, documents in change_feed_documents(count, large, seed, tag).items():
+        feed = feeds[name]
+        container = "eventstore" if name == "relay_eventstore" else "orders"
         context = SourceContext(f"{prefix}/relay/{container}", container, registry)
-        source = next(s for s in feed.sources if s.claims(document))
-        key = partition_key_value(document, feed.partition_key_path)
-        events = source.to_events(document, key, context)
-        messages.extend(to_message(event, router) for event in events)
+        for document in documents:
+            source = next(s for s in feed.sources if s.claims(document))
+            key = partition_key_value(document, feed.partition_key_path)
+            events = source.to_events(document, key, context)
+            messages.extend(to_message(event, router) for event in events)
     assert len(messages) == count, f"mapped {len(messages)} messages, expected {count}"
     return messages
 

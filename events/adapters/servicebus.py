@@ -15,6 +15,13 @@ discarded (closed on a worker: closing can hang too), so the next attempt starts
 the caller gets PublishUnavailableError naming the endpoint and the entity. Each destination
 has its own lock, taken with the same deadline: one feed's stuck send never holds another
 destination, and holds the same destination at most one deadline.
+
+Each message is built and encoded once (``encode``): ``check`` measures the encoding against
+the link's limit and hands it back on the message; ``pack`` appends those same bytes to the
+batches. The SDK's ``ServiceBusMessageBatch.add_message`` would encode a message twice per
+call (once to size it, once to add it), and a check and a pack through it four times; its
+bookkeeping is reproduced in ``_append`` instead, pinned byte for byte against
+``add_message`` by tests/unit/test_servicebus_encoding.py.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from azure.core.exceptions import AzureError
 from azure.servicebus import (
@@ -35,6 +42,18 @@ from azure.servicebus import (
     ServiceBusMessage,
     ServiceBusMessageBatch,
     ServiceBusSender,
+)
+
+# Private SDK names, used only to encode a message once (see the module docstring); the unit
+# tests compare the result with the SDK's public add_message on every run.
+from azure.servicebus._common.constants import _BATCH_MESSAGE_OVERHEAD_COST
+from azure.servicebus._common.tracing import trace_message
+from azure.servicebus._pyamqp._encode import encode_payload
+from azure.servicebus._transport._pyamqp_transport import PyamqpTransport
+from azure.servicebus.amqp import (
+    AmqpAnnotatedMessage,
+    AmqpMessageHeader,
+    AmqpMessageProperties,
 )
 from azure.servicebus.exceptions import (
     MessageSizeExceededError,
@@ -52,7 +71,9 @@ from events.errors import EventTooLargeError, PublishUnavailableError, SettingsE
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "EncodedMessage",
     "ServiceBusPublisher",
+    "encode",
     "endpoint_of",
     "pack",
     "service_bus_client",
@@ -106,6 +127,86 @@ def to_sdk_message(message: OutgoingMessage) -> ServiceBusMessage:
     )
 
 
+@dataclass(frozen=True, eq=False)
+class EncodedMessage:
+    """A message as the SDK sends it, built and encoded once: the SDK message (sent as is
+    when it fits no batch) and its AMQP encoding (appended to batches as is)."""
+
+    sdk_message: ServiceBusMessage
+    data: bytearray
+
+    @property
+    def section(self) -> int:
+        """Bytes this message adds to a batch, as ``ServiceBusMessageBatch`` counts them."""
+        size = len(self.data)
+        return size + _BATCH_MESSAGE_OVERHEAD_COST[0 if size < 256 else 1]
+
+
+def encode(message: OutgoingMessage) -> EncodedMessage:
+    """Build the SDK message and encode it, once, as ``ServiceBusMessageBatch.add_message``
+    would (outgoing AMQP message, tracing, encoding).
+
+    The AMQP message is described with the SDK's public ``AmqpAnnotatedMessage`` and the SDK
+    message made from it as the SDK makes one from an annotated message: building a
+    ``ServiceBusMessage`` from keywords costs as much again (a header and properties object
+    per message, set field by field). The result encodes to the same bytes as
+    ``to_sdk_message`` (pinned by tests/unit/test_servicebus_encoding.py).
+    """
+    annotated = AmqpAnnotatedMessage(
+        data_body=message.body,
+        header=AmqpMessageHeader(),
+        properties=AmqpMessageProperties(
+            message_id=message.message_id,
+            subject=message.subject,
+            content_type=message.content_type,
+            group_id=message.session_id,
+        ),
+        application_properties=dict(message.application_properties),
+    )
+    amqp = PyamqpTransport.to_outgoing_amqp_message(annotated)
+    amqp = trace_message(amqp, amqp_transport=PyamqpTransport)  # type: ignore[arg-type]  # the SDK passes the class too
+    sdk_message = ServiceBusMessage(None, message=amqp, raw_amqp_message=annotated)
+    data = bytearray()
+    encode_payload(data, amqp)
+    return EncodedMessage(sdk_message, data)
+
+
+#: Size the SDK counts for an empty batch (its envelope without messages).
+_EMPTY_BATCH = ServiceBusMessageBatch().size_in_bytes
+
+
+def _append(batch: ServiceBusMessageBatch, encoded: EncodedMessage) -> bool:
+    """Add an encoded message to a batch if it fits, exactly as ``add_message`` would (same
+    size accounting, data section and envelope properties), without encoding it again.
+    https://github.com/Azure/azure-sdk-for-python/blob/azure-servicebus_7.15.0/sdk/servicebus/azure-servicebus/azure/servicebus/_common/message.py
+    """
+    size_after_add = batch.size_in_bytes + encoded.section
+    if size_after_add > batch.max_size_in_bytes:
+        return False
+    # The batch's private state, as ServiceBusMessageBatch._add leaves it.
+    cast(list[bytearray], batch._message[5]).append(encoded.data)
+    batch._size = size_after_add
+    batch._count += 1
+    batch._messages.append(encoded.sdk_message)
+    if batch._count == 1:  # the envelope takes the first message's ids
+        sdk_message = encoded.sdk_message
+        batch._amqp_transport.set_batch_envelope_properties(
+            batch._message,
+            sdk_message.message_id,
+            sdk_message.session_id,
+            sdk_message.partition_key,
+        )
+    return True
+
+
+def encoding_of(
+    message: OutgoingMessage, encoder: Callable[[OutgoingMessage], EncodedMessage] = encode
+) -> EncodedMessage:
+    """The encoding ``check`` measured for this message, or a new one."""
+    measured = message.encoding
+    return measured if isinstance(measured, EncodedMessage) else encoder(message)
+
+
 @functools.cache
 def service_bus_client(connection: ServiceBusConnection) -> ServiceBusClient:
     """The process-wide client for a connection (cached: never one per invocation)."""
@@ -131,27 +232,26 @@ def service_bus_client(connection: ServiceBusConnection) -> ServiceBusClient:
 
 
 def pack(
-    messages: Sequence[OutgoingMessage], new_batch: Callable[[], ServiceBusMessageBatch]
+    messages: Sequence[OutgoingMessage],
+    new_batch: Callable[[], ServiceBusMessageBatch],
+    encoder: Callable[[OutgoingMessage], EncodedMessage] = encode,
 ) -> list[ServiceBusMessageBatch | ServiceBusMessage]:
     """The sends for messages of one destination, in order: batches filled greedily (the
-    fewest in-order batches that fit), and a message that fits no batch of its own alone."""
+    fewest in-order batches that fit), and a message that fits no batch of its own alone.
+    Messages ``check`` returned are packed with the encoding it measured; others are encoded
+    here, once each."""
     sends: list[ServiceBusMessageBatch | ServiceBusMessage] = []
     batch = new_batch()
     for message in messages:
-        sdk_message = to_sdk_message(message)
-        try:
-            batch.add_message(sdk_message)
+        encoded = encoding_of(message, encoder)
+        if _append(batch, encoded):
             continue
-        except MessageSizeExceededError:
-            pass
         if len(batch):
             sends.append(batch)
             batch = new_batch()
-        try:
-            batch.add_message(sdk_message)
-        except MessageSizeExceededError:
+        if not _append(batch, encoded):
             # Within the link's limit (check() passed) but not within the headroom: alone.
-            sends.append(sdk_message)
+            sends.append(encoded.sdk_message)
     if len(batch):
         sends.append(batch)
     return sends
@@ -164,6 +264,7 @@ class _Destination:
     name: str
     lock: threading.Lock = field(default_factory=threading.Lock)
     sender: ServiceBusSender | None = None
+    link_limit: int | None = None
     batch_limit: int | None = None
 
 
@@ -178,6 +279,7 @@ class ServiceBusPublisher:
         timeout: float = DEFAULT_TIMEOUT,
         endpoint: str | None = None,
         setting: str = "the Service Bus connection setting",
+        encoder: Callable[[OutgoingMessage], EncodedMessage] = encode,
     ) -> None:
         if not timeout > 0:
             raise ValueError("timeout must be greater than 0")
@@ -185,6 +287,7 @@ class ServiceBusPublisher:
         self._timeout = timeout
         self._endpoint = endpoint or client.fully_qualified_namespace
         self._setting = setting
+        self._encoder = encoder
         self._destinations: dict[str, _Destination] = {}
         self._registry = threading.Lock()
         self._closed = threading.Event()
@@ -194,21 +297,24 @@ class ServiceBusPublisher:
     def endpoint(self) -> str:
         return self._endpoint
 
-    def check(self, message: OutgoingMessage) -> None:
-        with self._holding(message.destination) as destination:
-            batch = self._local_batch(destination)  # an empty batch is falsy: test for None
-            if batch is None:
-                batch = self._bounded(destination, lambda: self._new_batch(destination))
-            try:
-                batch.add_message(to_sdk_message(message))
-            except MessageSizeExceededError as exc:
-                raise EventTooLargeError(
-                    f"message {message.message_id} exceeds what {message.destination} "
-                    f"accepts ({batch.max_size_in_bytes} bytes)",
-                    resource=message.destination,
-                    ids={"message": message.message_id},
-                    limit=batch.max_size_in_bytes,
-                ) from exc
+    def check(self, message: OutgoingMessage) -> OutgoingMessage:
+        encoded = encoding_of(message, self._encoder)  # pure CPU: outside the lock
+        limit = self._known_link_limit(message.destination)
+        if limit is None:
+            with self._holding(message.destination) as destination:
+                limit, _ = self._bounded(destination, lambda: self._limits(destination))
+        # Alone in an empty batch of the link's size, as the SDK would size it.
+        size = _EMPTY_BATCH + encoded.section
+        if size > limit:
+            raise EventTooLargeError(
+                f"message {message.message_id} is {size} bytes, more than what "
+                f"{message.destination} accepts ({limit} bytes)",
+                resource=message.destination,
+                ids={"message": message.message_id},
+                size=size,
+                limit=limit,
+            )
+        return message.measured(encoded)
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:
         sends = 0
@@ -225,7 +331,7 @@ class ServiceBusPublisher:
         """
         try:
             with self._holding(destination) as state:
-                self._bounded(state, lambda: self._limit(state))
+                self._bounded(state, lambda: self._limits(state))
         except PublishUnavailableError as exc:
             cause = exc.__cause__
             if isinstance(cause, MessagingEntityNotFoundError):
@@ -255,11 +361,15 @@ class ServiceBusPublisher:
     # -- internals ---------------------------------------------------------------------------
 
     def _publish_to(self, destination: _Destination, group: list[OutgoingMessage]) -> int:
-        limit = self._bounded(destination, lambda: self._limit(destination))
+        _, limit = self._bounded(destination, lambda: self._limits(destination))
         sender = self._open(destination)
         sends = self._bounded(
             destination,
-            lambda: pack(group, lambda: sender.create_message_batch(max_size_in_bytes=limit)),
+            lambda: pack(
+                group,
+                lambda: sender.create_message_batch(max_size_in_bytes=limit),
+                self._encoder,
+            ),
         )
         for send in sends:
             self._bounded(
@@ -271,34 +381,30 @@ class ServiceBusPublisher:
         self._availability.up(self._where(destination))
         return len(sends)
 
-    def _limit(self, destination: _Destination) -> int:
-        if destination.batch_limit is None:
+    def _limits(self, destination: _Destination) -> tuple[int, int]:
+        """The link's limit and the batch limit (less the headroom); the first call opens
+        the sender and reads the link's limit (network), later ones until a discard do not."""
+        link_limit, batch_limit = destination.link_limit, destination.batch_limit
+        if link_limit is None or batch_limit is None:
             link_limit = self._open(destination).create_message_batch().max_size_in_bytes
-            destination.batch_limit = max(link_limit - BATCH_HEADROOM, link_limit // 2)
-        return destination.batch_limit
-
-    def _new_batch(self, destination: _Destination) -> ServiceBusMessageBatch:
-        self._limit(destination)  # opens the sender; later batches are built locally
-        return self._open(destination).create_message_batch()
-
-    @staticmethod
-    def _local_batch(destination: _Destination) -> ServiceBusMessageBatch | None:
-        """A new batch without a worker thread when the sender is open (its link limit known
-        since the last discard): the SDK then only builds an object, no network. None when
-        that does not hold; the caller then takes the bounded path."""
-        sender = destination.sender
-        if sender is None or destination.batch_limit is None:
-            return None
-        try:
-            return sender.create_message_batch()
-        except (AzureError, OSError):
-            return None
+            batch_limit = max(link_limit - BATCH_HEADROOM, link_limit // 2)
+            destination.link_limit, destination.batch_limit = link_limit, batch_limit
+        return link_limit, batch_limit
 
     def _open(self, destination: _Destination) -> ServiceBusSender:
         if destination.sender is None:
             # Queue and topic senders are the same link to the entity path; one call serves both.
             destination.sender = self._client.get_topic_sender(destination.name)
         return destination.sender
+
+    def _known_link_limit(self, name: str) -> int | None:
+        """The link's limit while the sender is open, read without taking the destination's
+        lock (one attribute read; a discard racing with it only sends the caller the bounded
+        way). None when it must be learnt first, or when the publisher is closed."""
+        destination = self._destinations.get(name)
+        if destination is None or self._closed.is_set():
+            return None
+        return destination.link_limit
 
     def _where(self, destination: _Destination) -> str:
         return f"Service Bus {self._endpoint} entity {destination.name}"
@@ -362,7 +468,7 @@ class ServiceBusPublisher:
     def _discard(self, destination: _Destination) -> None:
         """Forget the sender (the link may be half-open) and close it on a worker thread."""
         stale, destination.sender = destination.sender, None
-        destination.batch_limit = None
+        destination.batch_limit = destination.link_limit = None
         if stale is not None:
             threading.Thread(
                 target=_close_quietly, args=(stale,), name="servicebus-close", daemon=True

@@ -12,9 +12,19 @@ from pydantic.alias_generators import to_camel
 
 from events.errors import InvalidDocumentError, MappingError
 
-__all__ = ["ContractRegistry", "EventPayload", "describe_validation_error"]
+__all__ = ["ContractRegistry", "EventPayload", "PublicData", "describe_validation_error"]
 
 SCHEMA_BASE = "https://schemas.integration-relay.dev/events"
+
+
+class PublicData(dict[str, Any]):
+    """Event data a contract validated and reduced to its public fields (JSON-ready values).
+
+    The envelope takes it as is: it was validated once, by the contract, and validating it
+    again as ``dict[str, Any]`` would only copy it.
+    """
+
+    __slots__ = ()
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -55,7 +65,7 @@ class EventPayload(BaseModel):
         return f"{cls.event_type}.v{cls.version}.schema.json"
 
     @classmethod
-    def public_data(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+    def public_data(cls, raw: Mapping[str, Any]) -> PublicData:
         """Validate raw data and return only the contract's fields, as JSON-ready values."""
         try:
             # Through JSON text: strict JSON-mode validation is what documents are (they come
@@ -79,7 +89,7 @@ class EventPayload(BaseModel):
             raise InvalidDocumentError(
                 f"data does not match {cls.event_type} v{cls.version}: {problems}"
             ) from None
-        return model.model_dump(mode="json", by_alias=True)
+        return PublicData(model.model_dump(mode="json", by_alias=True))
 
 
 class ContractRegistry:

@@ -45,16 +45,41 @@ class OutgoingMessage:
     content_type: str
     body: bytes
     application_properties: Mapping[str, str]
+    #: What the publisher's ``check`` measured for this message (for Service Bus: the SDK
+    #: message and its AMQP encoding), handed back to its ``publish`` so that nothing is built
+    #: or encoded twice. Opaque to the core; not part of the message's value.
+    encoding: object = field(default=None, compare=False, repr=False)
 
     @property
     def event_id(self) -> str:
         return self.message_id
 
+    def measured(self, encoding: object) -> OutgoingMessage:
+        """This message carrying a publisher's measurement (cheaper than dataclasses.replace,
+        which a relay would pay once per event)."""
+        return OutgoingMessage(
+            self.destination,
+            self.message_id,
+            self.session_id,
+            self.subject,
+            self.content_type,
+            self.body,
+            self.application_properties,
+            encoding,
+        )
+
+
+#: Property names of the context attributes, made once: every message of a batch shares them
+#: (a relay holds a whole batch of messages before it sends any).
+_PROPERTY_NAMES: Final = {
+    name: f"{CLOUDEVENTS_PREFIX}{name}" for name in IntegrationEvent.model_fields if name != "data"
+}
+
 
 def to_message(event: IntegrationEvent, router: Router) -> OutgoingMessage:
     # datacontenttype maps to the AMQP content-type, not to an application property.
     properties = {
-        f"{CLOUDEVENTS_PREFIX}{k}": v
+        _PROPERTY_NAMES.get(k) or f"{CLOUDEVENTS_PREFIX}{k}": v
         for k, v in event.attributes().items()
         if k != "datacontenttype"
     }

@@ -8,6 +8,7 @@ adapter (tests/contract).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from events.core.messages import OutgoingMessage
@@ -21,12 +22,21 @@ _ENVELOPE_OVERHEAD = 64
 
 
 class Publisher(Protocol):
-    def check(self, message: OutgoingMessage) -> None:
-        """Raise EventTooLargeError if the destination can never accept this message."""
+    def check(self, message: OutgoingMessage) -> OutgoingMessage:
+        """Raise EventTooLargeError if the destination can never accept this message.
+
+        Returns the message (equal to the argument) carrying what the check measured in
+        ``encoding``: publish the returned message, and the size measured here is the size
+        packed there (a message is built and encoded once). No network unless the
+        destination's limit is not known yet; a failure to learn it is a TransientError.
+        """
         ...
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:
         """Send all messages in order, in as few sends as fit; return the number of sends.
+
+        Messages returned by ``check`` are packed with their measured encoding; others are
+        measured here.
 
         Returns only when every message is accepted; raises TransientError otherwise (some
         messages may have been sent: duplicate detection drops them on the retry).
@@ -48,6 +58,18 @@ def encoded_size(message: OutgoingMessage) -> int:
     props = sum(len(k) + len(v) for k, v in message.application_properties.items())
     ids = len(message.message_id) + len(message.session_id) + len(message.subject)
     return len(message.body) + props + ids + len(message.content_type) + _ENVELOPE_OVERHEAD
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """The in-memory publisher's measurement of a message."""
+
+    size: int
+
+
+def _size_of(message: OutgoingMessage) -> int:
+    measured = message.encoding
+    return measured.size if isinstance(measured, _Measured) else encoded_size(message)
 
 
 class InMemoryPublisher:
@@ -72,9 +94,9 @@ class InMemoryPublisher:
         """Make the n-th future send attempts (1-based, counted from now) fail transiently."""
         self._fail_on_sends.update(self.sends + n for n in ordinals)
 
-    def check(self, message: OutgoingMessage) -> None:
+    def check(self, message: OutgoingMessage) -> OutgoingMessage:
         self._known(message.destination)
-        size = encoded_size(message)
+        size = _size_of(message)
         if size > self.max_message_size:
             raise EventTooLargeError(
                 f"message {message.message_id} is {size} bytes, "
@@ -84,6 +106,7 @@ class InMemoryPublisher:
                 size=size,
                 limit=self.max_message_size,
             )
+        return message.measured(_Measured(size))
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:
         sends = 0
@@ -92,8 +115,7 @@ class InMemoryPublisher:
             batch: list[OutgoingMessage] = []
             used = 0
             for message in group:
-                self.check(message)
-                size = encoded_size(message)
+                size = _size_of(self.check(message))
                 if batch and used + size > self.max_batch_size:
                     self._send(destination, batch)
                     sends += 1

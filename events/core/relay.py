@@ -195,10 +195,8 @@ class Relay:
         events = source.to_events(document, partition_key, self._context)
         if not events:
             return None
-        messages = [to_message(event, self._router) for event in events]
-        for message in messages:
-            self._publisher.check(message)
-        return messages
+        # Publish what the check returns: it carries the encoding the check measured.
+        return [self._publisher.check(to_message(event, self._router)) for event in events]
 
     def _store(self, record: QuarantineRecord) -> None:
         try:

@@ -185,6 +185,21 @@ def test_publisher_check_refuses_a_message_over_the_size_limit(harness: Harness)
         harness.publisher.check(_message("huge", "s", size=300_000))
 
 
+def test_publisher_check_returns_an_equal_message_that_publishes_as_given(
+    harness: Harness,
+) -> None:
+    messages = [_message(f"m-{n}", "s", size=100_000 * (n % 2)) for n in range(8)]
+
+    checked = [harness.publisher.check(m) for m in messages]
+    sends = harness.publisher.publish(checked)
+
+    assert checked == messages
+    assert sends == 2  # two 100 kB messages per 256 kB batch
+    assert [d[0] for d in harness.read("integration-events", ["s"])] == [
+        m.message_id for m in messages
+    ]
+
+
 def test_publisher_unknown_destination_is_a_transient_failure(harness: Harness) -> None:
     with pytest.raises(PublishUnavailableError):
         harness.publisher.publish([_message("x", "s", destination="no-such-topic")])
