@@ -87,6 +87,7 @@ class Lock:
     owner: int
     locked_until: float
     session_id: str | None
+    deferred: bool = False  # received by sequence number: it stays deferred until completed
 
 
 @dataclass
@@ -149,8 +150,11 @@ class MessageStore:
             pool: Iterable[StoredMessage] = self._session(session_id).messages
         else:
             pool = self._plain
-        pending = [lock.message for lock in self._locks.values()]
-        everything = sorted([*pool, *pending], key=_by_sequence)
+        pending = [lock.message for lock in self._locks.values() if not lock.deferred]
+        deferred = [m for m in self._deferred.values() if m.facts.session_id == session_id]
+        if session_id is None and self.requires_session:
+            deferred = list(self._deferred.values())
+        everything = sorted([*pool, *pending, *deferred], key=_by_sequence)
         return [m for m in everything if m.sequence_number >= from_sequence][:count]
 
     # ---------------------------------------------------------------- sessions
@@ -232,15 +236,39 @@ class MessageStore:
         lock.locked_until = now + self.lock_seconds
         return lock.locked_until
 
+    def deferred(self, sequence_number: int) -> StoredMessage | None:
+        return self._deferred.get(sequence_number)
+
+    def receive_deferred(
+        self, message: StoredMessage, owner: int, now: float, delete: bool
+    ) -> Lock | None:
+        """Hand out a deferred message: removed (receive-and-delete) or locked (peek-lock)."""
+        if delete:
+            self._deferred.pop(message.sequence_number, None)
+            return None
+        lock = Lock(
+            uuid.uuid4(),
+            message,
+            owner,
+            now + self.lock_seconds,
+            message.facts.session_id,
+            deferred=True,
+        )
+        self._locks[lock.token] = lock
+        return lock
+
     # ---------------------------------------------------------------- settle
     def complete(self, token: uuid.UUID) -> bool:
-        return self._locks.pop(token, None) is not None
+        lock = self._locks.pop(token, None)
+        if lock is not None and lock.deferred:
+            self._deferred.pop(lock.message.sequence_number, None)
+        return lock is not None
 
     def abandon(self, token: uuid.UUID) -> bool:
         lock = self._locks.pop(token, None)
         if lock is None:
             return False
-        self._return(lock.message)
+        self._end_lock(lock)
         return True
 
     def defer(self, token: uuid.UUID) -> bool:
@@ -248,6 +276,7 @@ class MessageStore:
         if lock is None:
             return False
         lock.message.delivery_count += 1
+        lock.message.deferred = True
         self._deferred[lock.message.sequence_number] = lock.message
         return True
 
@@ -257,14 +286,29 @@ class MessageStore:
         lock = self._locks.pop(token, None)
         if lock is None:
             return False
-        self._move_to_dead_letter(lock.message, reason, description)
+        self._deferred.pop(lock.message.sequence_number, None)
+        self._move_to_dead_letter(replace(lock.message, deferred=False), reason, description)
         return True
+
+    def _end_lock(self, lock: Lock) -> None:
+        """A lock ended without settlement: the message returns (a deferred one stays aside)."""
+        if not lock.deferred:
+            self._return(lock.message)
+            return
+        lock.message.delivery_count += 1
+        if lock.message.delivery_count >= self.max_delivery_count:
+            self._deferred.pop(lock.message.sequence_number, None)
+            self._move_to_dead_letter(
+                replace(lock.message, deferred=False),
+                "MaxDeliveryCountExceeded",
+                f"Message could not be consumed after {self.max_delivery_count} delivery attempts.",
+            )
 
     def expire_locks(self, now: float) -> bool:
         """Return messages whose lock ran out; True when something became available."""
         expired = [t for t, lock in self._locks.items() if lock.locked_until <= now]
         for token in expired:
-            self._return(self._locks.pop(token).message)
+            self._end_lock(self._locks.pop(token))
         for session in self._sessions.values():
             if session.owner is not None and session.locked_until <= now:
                 session.owner = None
@@ -274,7 +318,7 @@ class MessageStore:
         """A receiver went away: its locks end (one delivery counted) and its sessions free."""
         tokens = [t for t, lock in self._locks.items() if lock.owner == owner]
         for token in tokens:
-            self._return(self._locks.pop(token).message)
+            self._end_lock(self._locks.pop(token))
         freed = False
         for session in self._sessions.values():
             if session.owner == owner:
@@ -315,8 +359,19 @@ class MessageStore:
 
 
 @dataclass
+class _Scheduled:
+    raw: bytes
+    facts: MessageFacts
+    enqueue_at: float
+
+
+@dataclass
 class SendEntity:
-    """A topic or a queue: what a sender link targets."""
+    """A topic or a queue: what a sender link targets.
+
+    A message whose ``x-opt-scheduled-enqueue-time`` is in the future gets its sequence number
+    at once and waits aside until that time (``release_due``), or until it is cancelled.
+    """
 
     name: str
     duplicates: DuplicateDetector | None
@@ -324,8 +379,16 @@ class SendEntity:
     stores: list[tuple[Predicate, MessageStore]]
     is_queue: bool
     sequence: int = 0
+    scheduled: dict[int, _Scheduled] = field(default_factory=dict)
 
     def publish(self, messages: list[tuple[bytes, MessageFacts]], now: float) -> PublishResult:
+        result, _numbers = self.schedule(messages, now)
+        return result
+
+    def schedule(
+        self, messages: list[tuple[bytes, MessageFacts]], now: float
+    ) -> tuple[PublishResult, list[int]]:
+        """Publish (or schedule) messages; also returns the sequence number each one got."""
         if (
             self.is_queue
             and self.stores[0][1].requires_session
@@ -333,6 +396,7 @@ class SendEntity:
         ):
             raise PublishRefusedError("amqp:not-allowed", SESSION_ID_MISSING)
         enqueued = duplicates = 0
+        numbers: list[int] = []
         for raw, facts in messages:
             if (
                 self.duplicates is not None
@@ -340,31 +404,52 @@ class SendEntity:
                 and self.duplicates.is_duplicate(facts.message_id, now)
             ):
                 duplicates += 1
+                numbers.append(0)
                 continue
             self.sequence += 1
-            ttl = facts.ttl_seconds if facts.ttl_seconds else self.default_ttl
-            for predicate, store in self.stores:
-                if not predicate(facts):
-                    continue
-                copy = StoredMessage(
-                    raw=raw,
-                    facts=facts,
-                    sequence_number=self.sequence,
-                    enqueued_at=now,
-                    expires_at=now + min(ttl, store.default_ttl or ttl),
-                )
-                if store.requires_session and facts.session_id is None:
-                    # Service Bus accepts the send and dead-letters the copy for this subscription.
-                    store.dead_letter_new(
-                        copy,
-                        "Session id is null.",
-                        "Session enabled entity doesn't allow a message whose session identifier "
-                        "is null.",
-                    )
-                else:
-                    store.enqueue(copy)
+            numbers.append(self.sequence)
+            when = facts.scheduled_enqueue_time
+            if when is not None and when > now:
+                self.scheduled[self.sequence] = _Scheduled(raw, facts, when)
+            else:
+                self._route(raw, facts, self.sequence, now)
             enqueued += 1
-        return PublishResult(enqueued, duplicates)
+        return PublishResult(enqueued, duplicates), numbers
+
+    def cancel(self, sequence_numbers: Iterable[int]) -> None:
+        for number in sequence_numbers:
+            self.scheduled.pop(number, None)
+
+    def release_due(self, now: float) -> bool:
+        """Enqueue the scheduled messages whose time has come; True when any was."""
+        due = sorted(n for n, s in self.scheduled.items() if s.enqueue_at <= now)
+        for number in due:
+            item = self.scheduled.pop(number)
+            self._route(item.raw, item.facts, number, now)
+        return bool(due)
+
+    def _route(self, raw: bytes, facts: MessageFacts, sequence: int, now: float) -> None:
+        ttl = facts.ttl_seconds if facts.ttl_seconds else self.default_ttl
+        for predicate, store in self.stores:
+            if not predicate(facts):
+                continue
+            copy = StoredMessage(
+                raw=raw,
+                facts=facts,
+                sequence_number=sequence,
+                enqueued_at=now,
+                expires_at=now + min(ttl, store.default_ttl or ttl),
+            )
+            if store.requires_session and facts.session_id is None:
+                # Service Bus accepts the send and dead-letters the copy for this subscription.
+                store.dead_letter_new(
+                    copy,
+                    "Session id is null.",
+                    "Session enabled entity doesn't allow a message whose session identifier "
+                    "is null.",
+                )
+            else:
+                store.enqueue(copy)
 
 
 def _lock_seconds(spec: SubscriptionSpec | QueueSpec) -> float:
@@ -439,6 +524,9 @@ class Namespace:
 
     def stores(self) -> Iterator[MessageStore]:
         return iter(self._receive.values())
+
+    def senders(self) -> Iterator[SendEntity]:
+        return iter(self._send.values())
 
 
 def _detector(spec: TopicSpec | QueueSpec) -> DuplicateDetector | None:
