@@ -189,6 +189,12 @@ class BrokerHandler:
                 transport.close_head()
         event.container.stop()
 
+    def on_sb_call(self, event: Any) -> None:
+        """Run a function another thread handed in (``LocalServiceBus._call``)."""
+        event.subject.run()
+        self._serve_pending(time.time())
+        self._pump_all()
+
     def _tick(self) -> None:
         if self._stopping or self._container is None:
             return

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from events.deployment.topology import (
     QueueSpec,
+    RuleSpec,
     SubscriptionSpec,
     TopicSpec,
     Topology,
@@ -144,6 +145,11 @@ class MessageStore:
 
     def available(self) -> int:
         return len(self._plain) + sum(len(s.messages) for s in self._sessions.values())
+
+    def active_count(self) -> int:
+        """What Service Bus counts as active: available, locked and deferred messages."""
+        locked = sum(1 for lock in self._locks.values() if not lock.deferred)
+        return self.available() + locked + len(self._deferred)
 
     def peek(self, from_sequence: int, count: int, session_id: str | None) -> list[StoredMessage]:
         if session_id is not None:
@@ -464,12 +470,18 @@ class Namespace:
     ) -> None:
         bus = topology.service_bus
         self.max_message_size = bus.max_message_size_kb * 1024
+        self._on_dead_letter = on_dead_letter
         self._send: dict[str, SendEntity] = {}
         self._receive: dict[str, MessageStore] = {}
+        #: What each entity was declared (or created) with, by lower-case name / path; the
+        #: administration endpoint describes entities from these.
+        self.queue_specs: dict[str, QueueSpec] = {}
+        self.topic_specs: dict[str, TopicSpec] = {}
+        self.subscription_specs: dict[str, SubscriptionSpec] = {}  # "<topic>/<sub>"
         for topic in bus.topics:
-            self._add_topic(topic, on_dead_letter)
+            self.add_topic(topic)
         for queue in bus.queues:
-            self._add_queue(queue, on_dead_letter)
+            self.add_queue(queue)
 
     def _store(
         self,
@@ -493,21 +505,63 @@ class Namespace:
         self._receive[path.lower()] = store
         return store
 
-    def _add_topic(self, topic: TopicSpec, on_dead_letter: Callable[[str], None] | None) -> None:
-        stores: list[tuple[Predicate, MessageStore]] = []
-        for sub in topic.subscriptions:
-            store = self._store(f"{topic.name}/Subscriptions/{sub.name}", sub, on_dead_letter)
-            stores.append((compile_rules(sub.rules), store))
+    def add_topic(self, topic: TopicSpec) -> None:
+        self.topic_specs[topic.name.lower()] = topic.model_copy(update={"subscriptions": ()})
         self._send[topic.name.lower()] = SendEntity(
             name=topic.name,
             duplicates=_detector(topic),
             default_ttl=float(iso_duration_seconds(topic.default_message_time_to_live)),
-            stores=stores,
+            stores=[],
             is_queue=False,
         )
+        for sub in topic.subscriptions:
+            self.add_subscription(topic.name, sub)
 
-    def _add_queue(self, queue: QueueSpec, on_dead_letter: Callable[[str], None] | None) -> None:
-        store = self._store(queue.name, queue, on_dead_letter)
+    def add_subscription(self, topic: str, sub: SubscriptionSpec) -> None:
+        """Add a subscription to a topic (compiling its rules may raise
+        ``UnsupportedTopologyError``; nothing is changed then)."""
+        predicate = compile_rules(sub.rules)
+        entity = self._send[topic.lower()]
+        store = self._store(f"{entity.name}/Subscriptions/{sub.name}", sub, self._on_dead_letter)
+        entity.stores.append((predicate, store))
+        self.subscription_specs[f"{topic}/{sub.name}".lower()] = sub
+
+    def set_rules(self, topic: str, subscription: str, rules: tuple[RuleSpec, ...]) -> None:
+        """Replace a subscription's rules; with none left it receives nothing (Service Bus)."""
+        key = f"{topic}/{subscription}".lower()
+        predicate: Predicate = compile_rules(rules) if rules else (lambda _facts: False)
+        entity = self._send[topic.lower()]
+        store = self._receive[f"{entity.name}/subscriptions/{subscription}".lower()]
+        entity.stores = [(predicate if s is store else p, s) for p, s in entity.stores]
+        self.subscription_specs[key] = self.subscription_specs[key].model_copy(
+            update={"rules": rules}
+        )
+
+    def remove_subscription(self, topic: str, subscription: str) -> None:
+        entity = self._send[topic.lower()]
+        path = f"{entity.name}/subscriptions/{subscription}".lower()
+        store = self._receive.pop(path)
+        self._receive.pop(path + DEAD_LETTER_SUFFIX, None)
+        entity.stores = [(p, s) for p, s in entity.stores if s is not store]
+        del self.subscription_specs[f"{topic}/{subscription}".lower()]
+
+    def remove_entity(self, name: str) -> None:
+        """Remove a queue or a topic (with its subscriptions)."""
+        key = name.lower()
+        self._send.pop(key, None)
+        self.queue_specs.pop(key, None)
+        self.topic_specs.pop(key, None)
+        for path in [p for p in self._receive if p == key or p.startswith(key + "/")]:
+            del self._receive[path]
+        for sub in [k for k in self.subscription_specs if k.startswith(key + "/")]:
+            del self.subscription_specs[sub]
+
+    def sender_entities(self) -> dict[str, SendEntity]:
+        return dict(self._send)
+
+    def add_queue(self, queue: QueueSpec) -> None:
+        self.queue_specs[queue.name.lower()] = queue
+        store = self._store(queue.name, queue, self._on_dead_letter)
         self._send[queue.name.lower()] = SendEntity(
             name=queue.name,
             duplicates=_detector(queue),
