@@ -63,6 +63,7 @@ _DURATION = re.compile(
     r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
 )
 _MAX_SECONDS = 10675199 * 86400
+_UNBOUND = re.compile(r"@\w+")
 
 
 class _HttpError(Exception):
@@ -550,7 +551,8 @@ def _rule_from(name: str, element: ET.Element) -> RuleSpec:
     if kind == "FalseFilter":
         return RuleSpec(name=name, filter=SqlFilter(type="sql", expression="1=0"))
     if kind == "SqlFilter":
-        return RuleSpec(name=name, filter=SqlFilter(type="sql", expression=fields.get("sqlExpression", "")))
+        expression = _with_parameters(fields.get("sqlExpression", ""), flt)
+        return RuleSpec(name=name, filter=SqlFilter(type="sql", expression=expression))
     properties: dict[str, str] = {}
     for holder in flt:
         if _local(holder.tag) != "Properties":
@@ -574,6 +576,30 @@ def _rule_from(name: str, element: ET.Element) -> RuleSpec:
             }
         ),
     )
+
+
+def _with_parameters(expression: str, flt: ET.Element) -> str:
+    """The SQL expression with its ``@parameters`` replaced by their literal values (the local
+    filter compiler takes literals only; the rule is then described with the literals)."""
+    for holder in flt:
+        if _local(holder.tag) != "Parameters":
+            continue
+        for pair in holder:
+            key = next((c.text or "" for c in pair if _local(c.tag) == "Key"), "")
+            value = next((c for c in pair if _local(c.tag) == "Value"), None)
+            if not key or value is None:
+                continue
+            kind = (value.get(f"{{{_XSI}}}type") or "").rsplit(":", 1)[-1]
+            text = value.text or ""
+            literal = text if kind in ("int", "long", "double", "float", "decimal") else (
+                "'" + text.replace("'", "''") + "'"
+            )
+            expression = re.sub(re.escape(key) + r"\b", lambda _m, v=literal: v, expression)
+    if _UNBOUND.search(re.sub(r"'(?:[^']|'')*'", "", expression)):
+        # An unbound parameter (the SDK's update_rule(filter=...) sends no parameters): the
+        # filter cannot match anything, so it is kept as one that matches nothing.
+        return "1=0"
+    return expression
 
 
 def _error_xml(error: _HttpError) -> str:
