@@ -23,13 +23,18 @@ import re
 import ssl
 import tempfile
 import threading
-import xml.etree.ElementTree as ET  # noqa: N817 - the usual name
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlparse
 from xml.sax.saxutils import escape
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from events.deployment.topology import (
     CorrelationFilter,
@@ -38,6 +43,7 @@ from events.deployment.topology import (
     SqlFilter,
     SubscriptionSpec,
     TopicSpec,
+    iso_duration_seconds,
 )
 
 from .entities import MessageStore, Namespace
@@ -86,8 +92,6 @@ def _duration(seconds: int) -> str:
 
 
 def _iso_seconds(value: str) -> int:
-    from events.deployment.topology import iso_duration_seconds
-
     return iso_duration_seconds(value)
 
 
@@ -105,7 +109,7 @@ def _local(tag: str) -> str:
 
 def _description(body: bytes, kind: str) -> ET.Element:
     try:
-        root = ET.fromstring(body)  # noqa: S314 - loopback only, the caller's own request
+        root = ET.fromstring(body)
     except ET.ParseError as exc:
         raise _HttpError(400, "BadRequest", f"The request body is not XML: {exc}") from exc
     for element in root.iter():
@@ -137,7 +141,10 @@ def _counts(store: MessageStore | None, scheduled: int = 0) -> str:
 
 
 def _times(created: str) -> str:
-    return f"<CreatedAt>{created}</CreatedAt><UpdatedAt>{created}</UpdatedAt><AccessedAt>{created}</AccessedAt>"
+    return (
+        f"<CreatedAt>{created}</CreatedAt><UpdatedAt>{created}</UpdatedAt>"
+        f"<AccessedAt>{created}</AccessedAt>"
+    )
 
 
 def _entry(base: str, path: str, title: str, content: str) -> str:
@@ -324,28 +331,38 @@ class _Admin:
         if lowered[:1] == ["$resources"] and len(parts) == 2:
             if lowered[1] == "queues":
                 keys = sorted(self._ns.queue_specs)[skip : skip + top]
-                return 200, _feed(self._base, "$Resources/Queues", "Queues", [self._queue(k) for k in keys])
+                return 200, _feed(
+                    self._base, "$Resources/Queues", "Queues", [self._queue(k) for k in keys]
+                )
             if lowered[1] == "topics":
                 keys = sorted(self._ns.topic_specs)[skip : skip + top]
-                return 200, _feed(self._base, "$Resources/Topics", "Topics", [self._topic(k) for k in keys])
+                return 200, _feed(
+                    self._base, "$Resources/Topics", "Topics", [self._topic(k) for k in keys]
+                )
         if len(parts) == 1:
             key = lowered[0]
             if key in self._ns.queue_specs:
                 return 200, self._queue(key)
             if key in self._ns.topic_specs:
                 return 200, self._topic(key)
-            raise _HttpError(404, "NotFound", f"The messaging entity '{parts[0]}' could not be found.")
+            raise _HttpError(
+                404, "NotFound", f"The messaging entity '{parts[0]}' could not be found."
+            )
         topic_key = lowered[0]
         if len(parts) >= 2 and lowered[1] == "subscriptions":
             if topic_key not in self._ns.topic_specs:
                 raise _HttpError(404, "NotFound", f"The topic '{parts[0]}' could not be found.")
             if len(parts) == 2:
-                keys = sorted(k for k in self._ns.subscription_specs if k.startswith(topic_key + "/"))
+                keys = sorted(
+                    k for k in self._ns.subscription_specs if k.startswith(topic_key + "/")
+                )
                 entries = [self._subscription(k) for k in keys[skip : skip + top]]
                 return 200, _feed(self._base, f"{parts[0]}/Subscriptions", "Subscriptions", entries)
             sub_key = f"{topic_key}/{lowered[2]}"
             if sub_key not in self._ns.subscription_specs:
-                raise _HttpError(404, "NotFound", f"The subscription '{parts[2]}' could not be found.")
+                raise _HttpError(
+                    404, "NotFound", f"The subscription '{parts[2]}' could not be found."
+                )
             if len(parts) == 3:
                 return 200, self._subscription(sub_key)
             if len(parts) >= 4 and lowered[3] == "rules":
@@ -360,7 +377,9 @@ class _Admin:
                 found = [r for r in rules if r.name.lower() == lowered[4]]
                 if len(parts) == 5 and found:
                     rule = found[0]
-                    return 200, _entry(self._base, f"{path}/{rule.name}", rule.name, _rule_xml(rule))
+                    return 200, _entry(
+                        self._base, f"{path}/{rule.name}", rule.name, _rule_xml(rule)
+                    )
                 raise _HttpError(404, "NotFound", f"The rule '{parts[-1]}' could not be found.")
         raise _HttpError(501, "NotImplemented", "The local broker does not serve this request.")
 
@@ -371,9 +390,13 @@ class _Admin:
             key = lowered[0]
             exists = key in self._ns.queue_specs or key in self._ns.topic_specs
             if exists and not update:
-                raise _HttpError(409, "Conflict", f"The messaging entity '{parts[0]}' already exists.")
+                raise _HttpError(
+                    409, "Conflict", f"The messaging entity '{parts[0]}' already exists."
+                )
             if update and not exists:
-                raise _HttpError(404, "NotFound", f"The messaging entity '{parts[0]}' could not be found.")
+                raise _HttpError(
+                    404, "NotFound", f"The messaging entity '{parts[0]}' could not be found."
+                )
             if b"QueueDescription" in body:
                 self._put_queue(parts[0], _fields(_description(body, "QueueDescription")), update)
                 return status, self._queue(key)
@@ -387,20 +410,26 @@ class _Admin:
             if exists and not update:
                 raise _HttpError(409, "Conflict", f"The subscription '{parts[2]}' already exists.")
             if update and not exists:
-                raise _HttpError(404, "NotFound", f"The subscription '{parts[2]}' could not be found.")
+                raise _HttpError(
+                    404, "NotFound", f"The subscription '{parts[2]}' could not be found."
+                )
             description = _description(body, "SubscriptionDescription")
             self._put_subscription(parts[0], parts[2], _fields(description), description, update)
             return status, self._subscription(key)
         if len(parts) == 5 and lowered[1] == "subscriptions" and lowered[3] == "rules":
             key = f"{lowered[0]}/{lowered[2]}"
             if key not in self._ns.subscription_specs:
-                raise _HttpError(404, "NotFound", f"The subscription '{parts[2]}' could not be found.")
+                raise _HttpError(
+                    404, "NotFound", f"The subscription '{parts[2]}' could not be found."
+                )
             rule = _rule_from(parts[4], _description(body, "RuleDescription"))
             rules = list(self._rules(key))
             names = [r.name.lower() for r in rules]
             if (lowered[4] in names) != update:
                 code = (409, "Conflict") if not update else (404, "NotFound")
-                raise _HttpError(code[0], code[1], f"The rule '{parts[4]}' conflicts or is missing.")
+                raise _HttpError(
+                    code[0], code[1], f"The rule '{parts[4]}' conflicts or is missing."
+                )
             rules = [r for r in rules if r.name.lower() != lowered[4]] + [rule]
             self._set_rules(parts[0], parts[2], tuple(rules))
             path = f"{parts[0]}/Subscriptions/{parts[2]}/Rules/{rule.name}"
@@ -510,13 +539,17 @@ class _Admin:
         lowered = [p.lower() for p in parts]
         if len(parts) == 1:
             if lowered[0] not in self._ns.queue_specs and lowered[0] not in self._ns.topic_specs:
-                raise _HttpError(404, "NotFound", f"The messaging entity '{parts[0]}' could not be found.")
+                raise _HttpError(
+                    404, "NotFound", f"The messaging entity '{parts[0]}' could not be found."
+                )
             self._ns.remove_entity(parts[0])
             return 200, ""
         key = f"{lowered[0]}/{lowered[2]}" if len(parts) >= 3 else ""
         if len(parts) >= 3 and lowered[1] == "subscriptions":
             if key not in self._ns.subscription_specs:
-                raise _HttpError(404, "NotFound", f"The subscription '{parts[2]}' could not be found.")
+                raise _HttpError(
+                    404, "NotFound", f"The subscription '{parts[2]}' could not be found."
+                )
             if len(parts) == 3:
                 self._ns.remove_subscription(parts[0], parts[2])
                 self._default_rule.discard(key)
@@ -562,7 +595,11 @@ def _rule_from(name: str, element: ET.Element) -> RuleSpec:
             properties[values.get("Key", "")] = values.get("Value", "")
     unsupported = [k for k in ("messageId", "to", "replyTo") if fields.get(k)]
     if unsupported:
-        raise _HttpError(501, "NotImplemented", f"Correlation filters on {unsupported} are not implemented locally.")
+        raise _HttpError(
+            501,
+            "NotImplemented",
+            f"Correlation filters on {unsupported} are not implemented locally.",
+        )
     return RuleSpec(
         name=name,
         filter=CorrelationFilter.model_validate(
@@ -578,6 +615,10 @@ def _rule_from(name: str, element: ET.Element) -> RuleSpec:
     )
 
 
+def _replacement(literal: str) -> Callable[[re.Match[str]], str]:
+    return lambda _match: literal
+
+
 def _with_parameters(expression: str, flt: ET.Element) -> str:
     """The SQL expression with its ``@parameters`` replaced by their literal values (the local
     filter compiler takes literals only; the rule is then described with the literals)."""
@@ -591,10 +632,12 @@ def _with_parameters(expression: str, flt: ET.Element) -> str:
                 continue
             kind = (value.get(f"{{{_XSI}}}type") or "").rsplit(":", 1)[-1]
             text = value.text or ""
-            literal = text if kind in ("int", "long", "double", "float", "decimal") else (
-                "'" + text.replace("'", "''") + "'"
+            literal = (
+                text
+                if kind in ("int", "long", "double", "float", "decimal")
+                else ("'" + text.replace("'", "''") + "'")
             )
-            expression = re.sub(re.escape(key) + r"\b", lambda _m, v=literal: v, expression)
+            expression = re.sub(re.escape(key) + r"\b", _replacement(literal), expression)
     if _UNBOUND.search(re.sub(r"'(?:[^']|'')*'", "", expression)):
         # An unbound parameter (the SDK's update_rule(filter=...) sends no parameters): the
         # filter cannot match anything, so it is kept as one that matches nothing.
@@ -608,11 +651,6 @@ def _error_xml(error: _HttpError) -> str:
 
 def _self_signed(directory: Path) -> ssl.SSLContext:
     """A TLS context with a fresh self-signed certificate for 127.0.0.1 and localhost."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "local-servicebus")])
     now = datetime.datetime.now(datetime.UTC)
@@ -684,7 +722,9 @@ class AdminServer:
         self._server = None
         self._thread = None
 
-    def answer(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    def answer(
+        self, method: str, target: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, str]:
         url = urlparse(target)
         parts = [unquote(p) for p in url.path.split("/") if p]
         query = parse_qs(url.query)
@@ -728,7 +768,7 @@ def _handler_class(server: AdminServer) -> type[BaseHTTPRequestHandler]:
 
         do_GET = do_PUT = do_DELETE = _serve  # noqa: N815 - http.server's naming
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return  # no access log: the broker logs nothing per request
 
     return Handler

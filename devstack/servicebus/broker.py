@@ -222,7 +222,8 @@ class BrokerHandler:
         # delivery-id filter (see ``frames``).
         selectable = getattr(event.transport, "_selectable", None)
         delegate = getattr(selectable, "_delegate", None)
-        if delegate is not None and not isinstance(delegate, SocketFilter):
+        wrap = delegate is not None and not isinstance(delegate, SocketFilter)
+        if selectable is not None and wrap:
             selectable._delegate = SocketFilter(delegate)
         self._stats.connection()
 

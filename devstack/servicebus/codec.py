@@ -22,7 +22,14 @@ from proton import Data, Described, symbol, timestamp, ubyte, uint, ulong
 
 from .messages import MessageFacts, StoredMessage
 
-__all__ = ["DecodeError", "decode_transfer", "encode_delivery", "facts_of", "plain", "section_value"]
+__all__ = [
+    "DecodeError",
+    "decode_transfer",
+    "encode_delivery",
+    "facts_of",
+    "plain",
+    "section_value",
+]
 
 _HEADER = 0x70
 _MESSAGE_ANNOTATIONS = 0x72
@@ -153,7 +160,7 @@ def decode_transfer(raw: bytes) -> list[bytes]:
     return [raw]
 
 
-def _encode(code: int, value: object) -> bytes:
+def _encode(code: int, value: Any) -> bytes:
     data = Data()
     data.put_object(Described(ulong(code), value))
     return bytes(data.encode())

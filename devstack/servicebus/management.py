@@ -215,9 +215,7 @@ _OPERATIONS: dict[str, Callable[[MessageStore, Mapping[str, Any], float], Manage
     _VENDOR + "receive-by-sequence-number": _receive_by_sequence_number,
     _VENDOR + "get-message-sessions": _get_message_sessions,
 }
-_SENDER_OPERATIONS: dict[
-    str, Callable[[SendEntity, Mapping[str, Any], float], ManagementReply]
-] = {
+_SENDER_OPERATIONS: dict[str, Callable[[SendEntity, Mapping[str, Any], float], ManagementReply]] = {
     _VENDOR + "schedule-message": _schedule,
     _VENDOR + "cancel-scheduled-message": _cancel,
 }

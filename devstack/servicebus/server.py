@@ -152,9 +152,7 @@ class LocalServiceBus:
             admin.start()
         except OSError as exc:
             self.stop()
-            raise BrokerStartError(
-                f"the administration endpoint could not listen: {exc}"
-            ) from exc
+            raise BrokerStartError(f"the administration endpoint could not listen: {exc}") from exc
         self._admin = admin
         return self
 
