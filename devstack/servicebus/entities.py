@@ -97,6 +97,7 @@ class _Session:
     owner: int | None = None
     locked_until: float = 0.0
     state: bytes | None = None
+    state_updated_at: float | None = None
 
 
 def _by_sequence(message: StoredMessage) -> int:
@@ -200,10 +201,19 @@ class MessageStore:
     def session_state(self, session_id: str) -> bytes | None:
         return self._session(session_id).state
 
-    def set_session_state(self, session_id: str, state: bytes | None) -> None:
-        self._session(session_id).state = state
+    def set_session_state(self, session_id: str, state: bytes | None, now: float) -> None:
+        session = self._session(session_id)
+        session.state = state
+        session.state_updated_at = now
 
-    def session_ids(self) -> list[str]:
+    def session_ids(self, state_updated_after: float | None = None) -> list[str]:
+        """Sessions with messages or state; or, given a time, those whose state was set since."""
+        if state_updated_after is not None:
+            return sorted(
+                sid
+                for sid, s in self._sessions.items()
+                if s.state_updated_at is not None and s.state_updated_at > state_updated_after
+            )
         return sorted(sid for sid, s in self._sessions.items() if s.messages or s.state)
 
     def has_waiting_session(self, now: float) -> bool:

@@ -105,14 +105,14 @@ def _get_session_state(
 
 
 def _set_session_state(
-    store: MessageStore, body: Mapping[str, Any], _now: float
+    store: MessageStore, body: Mapping[str, Any], now: float
 ) -> ManagementReply:
     state = body.get("session-state")
     if isinstance(state, memoryview | bytearray):
         state = bytes(state)
     elif isinstance(state, str):
         state = state.encode("utf-8")
-    store.set_session_state(_session_id(body), state if isinstance(state, bytes) else None)
+    store.set_session_state(_session_id(body), state if isinstance(state, bytes) else None, now)
     return _ok()
 
 
@@ -120,6 +120,10 @@ def _numbers(value: Any) -> list[int]:
     items: Iterable[Any] = value.elements if isinstance(value, Array) else (value or [])
     return [int(item) for item in items]
 
+
+#: .NET's DateTime.MaxValue in ms: "no cutoff" for get-message-sessions (azure-servicebus
+#: ``_session_browser.py``).
+_MAX_DATETIME_MS = 253402300800000
 
 #: Locks taken through ``$management`` belong to no receiver link; they end at lock expiry.
 _MANAGEMENT_OWNER = 0
@@ -163,7 +167,10 @@ def _get_message_sessions(
 ) -> ManagementReply:
     skip = int(body.get("skip", 0))
     top = int(body.get("top", 100))
-    ids = store.session_ids()[skip : skip + top]
+    cutoff = body.get("last-updated-time")
+    # DateTime.MaxValue (what the SDK sends without a cutoff) asks for the default listing.
+    after = None if cutoff is None or int(cutoff) >= _MAX_DATETIME_MS else int(cutoff) / 1000
+    ids = store.session_ids(after)[skip : skip + top]
     if not ids:
         return ManagementReply(204, "No sessions.", None, "com.microsoft:session-not-found")
     return _ok({"skip": skip + len(ids), "sessions-ids": Array(Data.NULL, Data.STRING, *ids)})
