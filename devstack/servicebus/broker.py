@@ -576,7 +576,10 @@ class BrokerHandler:
                 lock = receiver.store.lock(message, receiver.owner, receiver.session_id, now)
                 token, locked_until = lock.token, lock.locked_until
             encoded = encode_delivery(
-                message, locked_until=locked_until, delivery_count=message.delivery_count
+                message,
+                locked_until=locked_until,
+                delivery_count=message.delivery_count,
+                lock_token=None if receiver.delete_on_send else token,
             )
             # proton annotates the tag as str but takes bytes; lock token = UUID(bytes_le=tag)
             delivery = link.delivery(cast(str, token.bytes_le))

@@ -14,6 +14,7 @@ application properties are read, and only the header and the annotations are rew
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 _HEADER = 0x70
+_DELIVERY_ANNOTATIONS = 0x71
 _MESSAGE_ANNOTATIONS = 0x72
 _PROPERTIES = 0x73
 _APPLICATION_PROPERTIES = 0x74
@@ -167,7 +169,11 @@ def _encode(code: int, value: Any) -> bytes:
 
 
 def encode_delivery(
-    stored: StoredMessage, *, locked_until: float | None, delivery_count: int
+    stored: StoredMessage,
+    *,
+    locked_until: float | None,
+    delivery_count: int,
+    lock_token: uuid.UUID | None = None,
 ) -> bytes:
     """The bytes sent to a receiver: the original message plus the broker's annotations.
 
@@ -203,9 +209,20 @@ def encode_delivery(
             ],
         )
     ]
+    if lock_token is not None:
+        # Service Bus also puts the lock token in the delivery annotations (the SDK's tests
+        # compare it with the one derived from the delivery tag).
+        delivery_value = section_value(raw, _DELIVERY_ANNOTATIONS)
+        delivery: dict[Any, Any] = (
+            dict(delivery_value) if isinstance(delivery_value, Mapping) else {}
+        )
+        delivery[symbol("x-opt-lock-token")] = lock_token
+        parts.append(_encode(_DELIVERY_ANNOTATIONS, delivery))
     wrote_annotations = wrote_application = False
     for section in sections:
-        if section.code in (_HEADER, _MESSAGE_ANNOTATIONS):
+        if section.code in (_HEADER, _MESSAGE_ANNOTATIONS) or (
+            section.code == _DELIVERY_ANNOTATIONS and lock_token is not None
+        ):
             continue
         if section.code > _MESSAGE_ANNOTATIONS and not wrote_annotations:
             parts.append(_encode(_MESSAGE_ANNOTATIONS, annotations))

@@ -154,6 +154,7 @@ def _receive_by_sequence_number(
                 message,
                 locked_until=None if lock is None else lock.locked_until,
                 delivery_count=message.delivery_count,
+                lock_token=None if lock is None else lock.token,
             )
         }
         if lock is not None:
