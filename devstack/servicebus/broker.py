@@ -581,8 +581,11 @@ class BrokerHandler:
                 delivery_count=message.delivery_count,
                 lock_token=None if receiver.delete_on_send else token,
             )
-            # proton annotates the tag as str but takes bytes; lock token = UUID(bytes_le=tag)
-            delivery = link.delivery(cast(str, token.bytes_le))
+            # proton annotates the tag as str but takes bytes; lock token = UUID(bytes_le=tag).
+            # A pre-settled delivery (receive-and-delete) has no lock: Service Bus sends an
+            # empty tag, which the SDK reads as no delivery tag.
+            tag = b"" if receiver.delete_on_send else token.bytes_le
+            delivery = link.delivery(cast(str, tag))
             delivery.sb_lock = token
             link.send(encoded)
             link.advance()

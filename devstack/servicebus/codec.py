@@ -195,34 +195,31 @@ def encode_delivery(
         annotations[symbol("x-opt-deadletter-source")] = stored.dead_letter_source
     if stored.deferred:
         annotations[symbol("x-opt-message-state")] = 1  # Deferred
-    ttl = _field(header, 2)
-    # The SDK reads delivery_count from the header (None without one): always send it.
+    # The header as the sender wrote it (absent fields stay null, as Service Bus keeps them),
+    # with the delivery count, which the SDK reads from the header: always sent.
+    durable, priority, ttl, first_acquirer = (_field(header, i) for i in range(4))
     parts: list[bytes] = [
         _encode(
             _HEADER,
             [
-                bool(_field(header, 0)),
-                ubyte(int(_field(header, 1) if _field(header, 1) is not None else 4)),
-                uint(int(ttl)) if ttl else None,
-                bool(_field(header, 3)),
+                None if durable is None else bool(durable),
+                None if priority is None else ubyte(int(priority)),
+                None if ttl is None else uint(int(ttl)),
+                None if first_acquirer is None else bool(first_acquirer),
                 uint(delivery_count),
             ],
         )
     ]
+    # Service Bus always sends delivery annotations (an empty map in receive-and-delete mode) and
+    # puts the lock token there too (the SDK's tests compare it with the delivery tag's).
+    delivery_value = section_value(raw, _DELIVERY_ANNOTATIONS)
+    delivery: dict[Any, Any] = dict(delivery_value) if isinstance(delivery_value, Mapping) else {}
     if lock_token is not None:
-        # Service Bus also puts the lock token in the delivery annotations (the SDK's tests
-        # compare it with the one derived from the delivery tag).
-        delivery_value = section_value(raw, _DELIVERY_ANNOTATIONS)
-        delivery: dict[Any, Any] = (
-            dict(delivery_value) if isinstance(delivery_value, Mapping) else {}
-        )
         delivery[symbol("x-opt-lock-token")] = lock_token
-        parts.append(_encode(_DELIVERY_ANNOTATIONS, delivery))
+    parts.append(_encode(_DELIVERY_ANNOTATIONS, delivery))
     wrote_annotations = wrote_application = False
     for section in sections:
-        if section.code in (_HEADER, _MESSAGE_ANNOTATIONS) or (
-            section.code == _DELIVERY_ANNOTATIONS and lock_token is not None
-        ):
+        if section.code in (_HEADER, _DELIVERY_ANNOTATIONS, _MESSAGE_ANNOTATIONS):
             continue
         if section.code > _MESSAGE_ANNOTATIONS and not wrote_annotations:
             parts.append(_encode(_MESSAGE_ANNOTATIONS, annotations))

@@ -104,9 +104,7 @@ def _get_session_state(
     return _ok({"session-state": store.session_state(_session_id(body))})
 
 
-def _set_session_state(
-    store: MessageStore, body: Mapping[str, Any], now: float
-) -> ManagementReply:
+def _set_session_state(store: MessageStore, body: Mapping[str, Any], now: float) -> ManagementReply:
     state = body.get("session-state")
     if isinstance(state, memoryview | bytearray):
         state = bytes(state)
