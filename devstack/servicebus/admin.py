@@ -69,6 +69,21 @@ _DURATION = re.compile(
     r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
 )
 _MAX_SECONDS = 10675199 * 86400
+#: Description fields the broker keeps and returns but does not act on (no entity size quota,
+#: no idle deletion, no express or partitioning semantics): a client reads back what it set.
+_KEPT = (
+    "AutoDeleteOnIdle",
+    "MaxSizeInMegabytes",
+    "EnableBatchedOperations",
+    "UserMetadata",
+    "MaxMessageSizeInKilobytes",
+    "Status",
+    "SupportOrdering",
+    "EnablePartitioning",
+    "EnableExpress",
+    "DeadLetteringOnFilterEvaluationExceptions",
+)
+_NOT_IMPLEMENTED = ("ForwardTo", "ForwardDeadLetteredMessagesTo")
 _UNBOUND = re.compile(r"@\w+")
 
 
@@ -116,6 +131,31 @@ def _description(body: bytes, kind: str) -> ET.Element:
         if _local(element.tag) == kind:
             return element
     raise _HttpError(400, "BadRequest", f"The request has no {kind}.")
+
+
+def _kept(element: ET.Element) -> dict[str, str]:
+    """The kept fields a description sets; auto-forwarding is refused as not implemented."""
+    kept: dict[str, str] = {}
+    for child in element:
+        tag = _local(child.tag)
+        if tag in _NOT_IMPLEMENTED and (child.text or "").strip():
+            raise _HttpError(501, "NotImplemented", f"{tag} is not implemented locally.")
+        if tag in _KEPT and child.text is not None:
+            kept[tag] = child.text
+    return kept
+
+
+def _with_kept(content: str, kept: dict[str, str]) -> str:
+    """A description with the kept fields' values in place of (or after) the defaults."""
+    for tag, value in kept.items():
+        element = f"<{tag}>{escape(value)}</{tag}>"
+        pattern = re.compile(f"<{tag}>[^<]*</{tag}>|<{tag}/>")
+        if pattern.search(content):
+            content = pattern.sub(_replacement(element), content, count=1)
+        else:
+            closing = content.rindex("</")
+            content = content[:closing] + element + content[closing:]
+    return content
 
 
 def _fields(element: ET.Element) -> dict[str, str]:
@@ -226,6 +266,7 @@ class _Admin:
         self._base = base
         self._max_kb = max_size_kb
         self._created: dict[str, str] = {}
+        self._kept: dict[str, dict[str, str]] = {}
         #: Subscriptions whose rules are the implicit ``$Default`` (declared without rules).
         self._default_rule: set[str] = {
             k for k, spec in namespace.subscription_specs.items() if not spec.rules
@@ -264,6 +305,7 @@ class _Admin:
             f"<MaxMessageSizeInKilobytes>{self._max_kb}</MaxMessageSizeInKilobytes>"
             "</QueueDescription>"
         )
+        content = _with_kept(content, self._kept.get(key, {}))
         return _entry(self._base, spec.name, spec.name, content)
 
     def _topic(self, key: str) -> str:
@@ -295,6 +337,7 @@ class _Admin:
             f"<MaxMessageSizeInKilobytes>{self._max_kb}</MaxMessageSizeInKilobytes>"
             "</TopicDescription>"
         )
+        content = _with_kept(content, self._kept.get(key, {}))
         return _entry(self._base, spec.name, spec.name, content)
 
     def _subscription(self, key: str) -> str:
@@ -316,6 +359,7 @@ class _Admin:
             "<EntityAvailabilityStatus>Available</EntityAvailabilityStatus>"
             "</SubscriptionDescription>"
         )
+        content = _with_kept(content, self._kept.get(key, {}))
         return _entry(self._base, f"{topic}/Subscriptions/{spec.name}", spec.name, content)
 
     def _rules(self, key: str) -> tuple[RuleSpec, ...]:
@@ -397,11 +441,15 @@ class _Admin:
                 raise _HttpError(
                     404, "NotFound", f"The messaging entity '{parts[0]}' could not be found."
                 )
-            if b"QueueDescription" in body:
-                self._put_queue(parts[0], _fields(_description(body, "QueueDescription")), update)
-                return status, self._queue(key)
-            self._put_topic(parts[0], _fields(_description(body, "TopicDescription")), update)
-            return status, self._topic(key)
+            kind = "QueueDescription" if b"QueueDescription" in body else "TopicDescription"
+            description = _description(body, kind)
+            kept = _kept(description)
+            if kind == "QueueDescription":
+                self._put_queue(parts[0], _fields(description), update)
+            else:
+                self._put_topic(parts[0], _fields(description), update)
+            self._kept[key] = {**self._kept.get(key, {}), **kept}
+            return status, self._queue(key) if kind == "QueueDescription" else self._topic(key)
         if len(parts) == 3 and lowered[1] == "subscriptions":
             if lowered[0] not in self._ns.topic_specs:
                 raise _HttpError(404, "NotFound", f"The topic '{parts[0]}' could not be found.")
@@ -414,7 +462,9 @@ class _Admin:
                     404, "NotFound", f"The subscription '{parts[2]}' could not be found."
                 )
             description = _description(body, "SubscriptionDescription")
+            kept = _kept(description)
             self._put_subscription(parts[0], parts[2], _fields(description), description, update)
+            self._kept[key] = {**self._kept.get(key, {}), **kept}
             return status, self._subscription(key)
         if len(parts) == 5 and lowered[1] == "subscriptions" and lowered[3] == "rules":
             key = f"{lowered[0]}/{lowered[2]}"
