@@ -737,8 +737,11 @@ def _self_signed(directory: Path) -> ssl.SSLContext:
 class AdminServer:
     """The HTTPS administration endpoint of one ``LocalServiceBus``, on its own thread."""
 
-    def __init__(self, namespace: Namespace, call: Call[Any], max_size_kb: int) -> None:
+    def __init__(
+        self, namespace: Namespace, call: Call[Any], max_size_kb: int, port: int = 0
+    ) -> None:
         self._namespace = namespace
+        self._requested_port = port
         self._call = call
         self._max_size_kb = max_size_kb
         self._server: ThreadingHTTPServer | None = None
@@ -753,7 +756,7 @@ class AdminServer:
     def start(self) -> None:
         with tempfile.TemporaryDirectory() as directory:
             context = _self_signed(Path(directory))
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        server = ThreadingHTTPServer(("127.0.0.1", self._requested_port), _handler_class(self))
         server.daemon_threads = True
         server.socket = context.wrap_socket(server.socket, server_side=True)
         self._server = server

@@ -61,11 +61,13 @@ class LocalServiceBus:
         topology: Path | Topology | None = None,
         port: int = 0,
         faults: Faults | None = None,
+        admin_port: int = 0,
     ) -> None:
         if topology is None:
             topology = DEFAULT_TOPOLOGY
         self._topology = topology if isinstance(topology, Topology) else load_topology(topology)
         self._requested_port = port
+        self._requested_admin_port = admin_port
         self._faults = faults if faults is not None else Faults()
         self._stats = StatsRecorder()
         # Built here so an unsupported rule fails the constructor, before any thread starts.
@@ -146,7 +148,10 @@ class LocalServiceBus:
                 f"the local Service Bus broker could not listen: {self._failure}"
             ) from self._failure
         admin = AdminServer(
-            self._namespace, self._call, self._topology.service_bus.max_message_size_kb
+            self._namespace,
+            self._call,
+            self._topology.service_bus.max_message_size_kb,
+            self._requested_admin_port,
         )
         try:
             admin.start()
