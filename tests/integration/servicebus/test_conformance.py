@@ -40,7 +40,7 @@ from azure.servicebus.management import (
 )
 
 from devstack.servicebus import LocalServiceBus
-from events.topology import DEFAULT_TOPOLOGY
+from events.deployment.topology import DEFAULT_TOPOLOGY
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
