@@ -362,6 +362,30 @@ class _Admin:
         content = _with_kept(content, self._kept.get(key, {}))
         return _entry(self._base, f"{topic}/Subscriptions/{spec.name}", spec.name, content)
 
+    def _current(self, key: str) -> dict[str, str]:
+        """The immutable settings of an existing entity, as description fields."""
+        spec: QueueSpec | TopicSpec | SubscriptionSpec | None = (
+            self._ns.queue_specs.get(key)
+            or self._ns.topic_specs.get(key)
+            or self._ns.subscription_specs.get(key)
+        )
+        current: dict[str, str] = {"enablePartitioning": "false"}
+        if isinstance(spec, QueueSpec | SubscriptionSpec):
+            current["requiresSession"] = str(spec.requires_session).lower()
+        if isinstance(spec, QueueSpec | TopicSpec):
+            current["requiresDuplicateDetection"] = str(spec.requires_duplicate_detection).lower()
+        return current
+
+    def namespace(self) -> tuple[int, str]:
+        now = _now()
+        content = (
+            f'<NamespaceInfo xmlns="{_SB}" xmlns:i="{_XSI}"><CreatedTime>{now}</CreatedTime>'
+            "<MessagingSKU>Standard</MessagingSKU><MessagingUnits>1</MessagingUnits>"
+            f"<ModifiedTime>{now}</ModifiedTime><Name>local-servicebus</Name>"
+            "<NamespaceType>Messaging</NamespaceType></NamespaceInfo>"
+        )
+        return 200, _entry(self._base, "$namespaceinfo", "local-servicebus", content)
+
     def _rules(self, key: str) -> tuple[RuleSpec, ...]:
         if key in self._default_rule:
             return (_DEFAULT_RULE,)
@@ -444,6 +468,8 @@ class _Admin:
             kind = "QueueDescription" if b"QueueDescription" in body else "TopicDescription"
             description = _description(body, kind)
             kept = _kept(description)
+            current = self._current(key) if update else None
+            _check(_fields(description), current)
             if kind == "QueueDescription":
                 self._put_queue(parts[0], _fields(description), update)
             else:
@@ -463,6 +489,7 @@ class _Admin:
                 )
             description = _description(body, "SubscriptionDescription")
             kept = _kept(description)
+            _check(_fields(description), self._current(key) if update else None)
             self._put_subscription(parts[0], parts[2], _fields(description), description, update)
             self._kept[key] = {**self._kept.get(key, {}), **kept}
             return status, self._subscription(key)
@@ -612,6 +639,30 @@ class _Admin:
                 self._set_rules(parts[0], parts[2], kept)
                 return 200, ""
         raise _HttpError(501, "NotImplemented", "The local broker does not serve this request.")
+
+
+_LIMITS = {
+    # field: (lowest, highest) seconds, as Service Bus checks them
+    "lockDuration": (5, 300),
+    "duplicateDetectionHistoryTimeWindow": (20, 7 * 86400),
+}
+_IMMUTABLE = ("requiresSession", "requiresDuplicateDetection", "enablePartitioning")
+
+
+def _check(fields: dict[str, str], current: dict[str, str] | None) -> None:
+    """Refuse what Service Bus refuses: values out of range, and (on update) changes to
+    settings fixed at creation. 400 Bad Request, as Service Bus answers."""
+    for name, (low, high) in _LIMITS.items():
+        value = fields.get(name)
+        if value and not low <= _seconds(value) <= high:
+            raise _HttpError(400, "BadRequest", f"The value supplied for {name} is out of range.")
+    if current is None:
+        return
+    for name in _IMMUTABLE:
+        if name in fields and _bool(fields[name]) != _bool(current.get(name)):
+            raise _HttpError(
+                400, "BadRequest", f"The value for {name} of an existing entity cannot be changed."
+            )
 
 
 def _spec_duration(value: str) -> str:
@@ -787,6 +838,8 @@ class AdminServer:
             try:
                 if not parts:
                     raise _HttpError(501, "NotImplemented", "Namespace properties are not served.")
+                if method == "GET" and [p.lower() for p in parts] == ["$namespaceinfo"]:
+                    return admin.namespace()
                 if method == "GET":
                     return admin.get(parts, query)
                 if method == "PUT":
