@@ -76,7 +76,6 @@ _KEPT = (
     "MaxSizeInMegabytes",
     "EnableBatchedOperations",
     "UserMetadata",
-    "MaxMessageSizeInKilobytes",
     "Status",
     "SupportOrdering",
     "EnablePartitioning",
@@ -376,6 +375,16 @@ class _Admin:
             current["requiresDuplicateDetection"] = str(spec.requires_duplicate_detection).lower()
         return current
 
+    def _check_message_size(self, fields: dict[str, str]) -> None:
+        """The namespace is Standard: the message size is the namespace's, not per entity."""
+        size = fields.get("maxMessageSizeInKilobytes")
+        if size and int(size) != self._max_kb:
+            raise _HttpError(
+                400,
+                "BadRequest",
+                "MaxMessageSizeInKilobytes can only be set on Premium namespaces.",
+            )
+
     def namespace(self) -> tuple[int, str]:
         now = _now()
         content = (
@@ -469,7 +478,9 @@ class _Admin:
             description = _description(body, kind)
             kept = _kept(description)
             current = self._current(key) if update else None
-            _check(_fields(description), current)
+            fields = _fields(description)
+            _check(fields, current)
+            self._check_message_size(fields)
             if kind == "QueueDescription":
                 self._put_queue(parts[0], _fields(description), update)
             else:
