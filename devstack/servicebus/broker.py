@@ -617,7 +617,9 @@ class BrokerHandler:
             )
         elif state == Delivery.MODIFIED and delivery.remote.undeliverable:
             store.defer(token)
-        else:  # released, or modified as the SDK's abandon
+        elif state == Delivery.RELEASED:
+            store.release(token)
+        else:  # modified: the SDK's abandon
             store.abandon(token)
         delivery.update(state)
         delivery.settle()

@@ -287,6 +287,16 @@ class MessageStore:
         self._end_lock(lock)
         return True
 
+    def release(self, token: uuid.UUID) -> bool:
+        """The client gave a delivery back unprocessed (AMQP ``released``: a prefetched message
+        its receiver closed before handing it out): it returns without counting a delivery."""
+        lock = self._locks.pop(token, None)
+        if lock is None:
+            return False
+        if not lock.deferred:
+            self.enqueue(lock.message)
+        return True
+
     def defer(self, token: uuid.UUID) -> bool:
         lock = self._locks.pop(token, None)
         if lock is None:
