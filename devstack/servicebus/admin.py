@@ -82,7 +82,7 @@ _KEPT = (
     "EnableExpress",
     "DeadLetteringOnFilterEvaluationExceptions",
 )
-_NOT_IMPLEMENTED = ("ForwardTo", "ForwardDeadLetteredMessagesTo")
+_FORWARDS = {"ForwardTo": "forward_to", "ForwardDeadLetteredMessagesTo": "forward_dead_lettered_to"}
 _UNBOUND = re.compile(r"@\w+")
 
 
@@ -133,12 +133,10 @@ def _description(body: bytes, kind: str) -> ET.Element:
 
 
 def _kept(element: ET.Element) -> dict[str, str]:
-    """The kept fields a description sets; auto-forwarding is refused as not implemented."""
+    """The kept fields a description sets."""
     kept: dict[str, str] = {}
     for child in element:
         tag = _local(child.tag)
-        if tag in _NOT_IMPLEMENTED and (child.text or "").strip():
-            raise _HttpError(501, "NotImplemented", f"{tag} is not implemented locally.")
         if tag in _KEPT and child.text is not None:
             kept[tag] = child.text
     return kept
@@ -302,7 +300,7 @@ class _Admin:
             "<EntityAvailabilityStatus>Available</EntityAvailabilityStatus>"
             f"<EnableExpress>false</EnableExpress>"
             f"<MaxMessageSizeInKilobytes>{self._max_kb}</MaxMessageSizeInKilobytes>"
-            "</QueueDescription>"
+            f"{self._forward_xml(store)}</QueueDescription>"
         )
         content = _with_kept(content, self._kept.get(key, {}))
         return _entry(self._base, spec.name, spec.name, content)
@@ -356,10 +354,46 @@ class _Admin:
             f"{_times(self._stamp(key))}{_counts(store)}"
             f"<AutoDeleteOnIdle>{_FOREVER}</AutoDeleteOnIdle>"
             "<EntityAvailabilityStatus>Available</EntityAvailabilityStatus>"
-            "</SubscriptionDescription>"
+            f"{self._forward_xml(store)}</SubscriptionDescription>"
         )
         content = _with_kept(content, self._kept.get(key, {}))
         return _entry(self._base, f"{topic}/Subscriptions/{spec.name}", spec.name, content)
+
+    def _forwards(self, description: ET.Element) -> dict[str, str | None]:
+        """Auto-forwarding targets (a name or an ``sb://`` address), checked to exist."""
+        targets: dict[str, str | None] = dict.fromkeys(_FORWARDS.values())
+        for child in description:
+            tag = _local(child.tag)
+            text = (child.text or "").strip()
+            if tag in _FORWARDS and text:
+                name = text.rstrip("/").rsplit("/", 1)[-1]
+                if self._ns.sender_entity(name) is None:
+                    raise _HttpError(
+                        400, "BadRequest", f"The entity '{name}' to forward to does not exist."
+                    )
+                targets[_FORWARDS[tag]] = name
+        return targets
+
+    def _set_forwards(self, path: str, targets: dict[str, str | None]) -> None:
+        store = self._ns.receiver_store(path)
+        if store is None:
+            return
+        to, dead_lettered_to = targets["forward_to"], targets["forward_dead_lettered_to"]
+        store.forward_to = None if to is None else self._ns.sender_entity(to)
+        store.forward_dead_lettered_to = (
+            None if dead_lettered_to is None else self._ns.sender_entity(dead_lettered_to)
+        )
+
+    def _forward_xml(self, store: MessageStore | None) -> str:
+        if store is None:
+            return ""
+        parts = []
+        if store.forward_to is not None:
+            parts.append(f"<ForwardTo>{escape(self._base + store.forward_to.name)}</ForwardTo>")
+        if store.forward_dead_lettered_to is not None:
+            target = escape(self._base + store.forward_dead_lettered_to.name)
+            parts.append(f"<ForwardDeadLetteredMessagesTo>{target}</ForwardDeadLetteredMessagesTo>")
+        return "".join(parts)
 
     def _current(self, key: str) -> dict[str, str]:
         """The immutable settings of an existing entity, as description fields."""
@@ -481,8 +515,10 @@ class _Admin:
             fields = _fields(description)
             _check(fields, current)
             self._check_message_size(fields)
+            forwards = self._forwards(description)
             if kind == "QueueDescription":
                 self._put_queue(parts[0], _fields(description), update)
+                self._set_forwards(parts[0], forwards)
             else:
                 self._put_topic(parts[0], _fields(description), update)
             self._kept[key] = {**self._kept.get(key, {}), **kept}
@@ -501,7 +537,9 @@ class _Admin:
             description = _description(body, "SubscriptionDescription")
             kept = _kept(description)
             _check(_fields(description), self._current(key) if update else None)
+            forwards = self._forwards(description)
             self._put_subscription(parts[0], parts[2], _fields(description), description, update)
+            self._set_forwards(f"{parts[0]}/Subscriptions/{parts[2]}", forwards)
             self._kept[key] = {**self._kept.get(key, {}), **kept}
             return status, self._subscription(key)
         if len(parts) == 5 and lowered[1] == "subscriptions" and lowered[3] == "rules":
@@ -533,26 +571,36 @@ class _Admin:
 
     def _put_queue(self, name: str, fields: dict[str, str], update: bool) -> None:
         merged = {**_DEFAULTS, **{k: v for k, v in fields.items() if v}}
-        if update:
-            self._ns.remove_entity(name)
-        self._ns.add_queue(
-            QueueSpec.model_validate(
-                {
-                    "name": name,
-                    "requiresDuplicateDetection": _bool(merged.get("requiresDuplicateDetection")),
-                    "duplicateDetectionHistoryTimeWindow": _spec_duration(
-                        merged["duplicateDetectionHistoryTimeWindow"]
-                    ),
-                    "defaultMessageTimeToLive": _spec_duration(merged["defaultMessageTimeToLive"]),
-                    "requiresSession": _bool(merged.get("requiresSession")),
-                    "maxDeliveryCount": int(merged["maxDeliveryCount"]),
-                    "lockDuration": _spec_duration(merged["lockDuration"]),
-                    "deadLetteringOnMessageExpiration": _bool(
-                        merged.get("deadLetteringOnMessageExpiration")
-                    ),
-                }
-            )
+        spec = QueueSpec.model_validate(
+            {
+                "name": name,
+                "requiresDuplicateDetection": _bool(merged.get("requiresDuplicateDetection")),
+                "duplicateDetectionHistoryTimeWindow": _spec_duration(
+                    merged["duplicateDetectionHistoryTimeWindow"]
+                ),
+                "defaultMessageTimeToLive": _spec_duration(merged["defaultMessageTimeToLive"]),
+                "requiresSession": _bool(merged.get("requiresSession")),
+                "maxDeliveryCount": int(merged["maxDeliveryCount"]),
+                "lockDuration": _spec_duration(merged["lockDuration"]),
+                "deadLetteringOnMessageExpiration": _bool(
+                    merged.get("deadLetteringOnMessageExpiration")
+                ),
+            }
         )
+        if not update:
+            self._ns.add_queue(spec)
+            return
+        # An update keeps the queue's messages: only its delivery settings change.
+        store = self._ns.receiver_store(name)
+        entity = self._ns.sender_entity(name)
+        if store is not None:
+            store.lock_seconds = float(_iso_seconds(spec.lock_duration))
+            store.max_delivery_count = spec.max_delivery_count
+            store.dead_letter_on_expiry = spec.dead_lettering_on_message_expiration
+            store.default_ttl = float(_iso_seconds(spec.default_message_time_to_live))
+        if entity is not None:
+            entity.default_ttl = float(_iso_seconds(spec.default_message_time_to_live))
+        self._ns.queue_specs[name.lower()] = spec
 
     def _put_topic(self, name: str, fields: dict[str, str], update: bool) -> None:
         merged = {**_DEFAULTS, **{k: v for k, v in fields.items() if v}}

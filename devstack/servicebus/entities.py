@@ -47,6 +47,9 @@ SESSION_ID_MISSING = (
 )
 
 
+_MAX_FORWARD_HOPS = 4
+
+
 class PublishRefusedError(Exception):
     """A send the broker refuses; ``condition`` is the AMQP error condition Service Bus uses."""
 
@@ -127,6 +130,10 @@ class MessageStore:
         self.dead_letter_on_expiry = dead_letter_on_expiry
         self.dead_letter = dead_letter
         self._on_dead_letter = on_dead_letter
+        #: Auto-forwarding (set through the administration endpoint): what arrives, or what is
+        #: dead-lettered, goes on to that topic or queue instead.
+        self.forward_to: SendEntity | None = None
+        self.forward_dead_lettered_to: SendEntity | None = None
         self._plain: list[StoredMessage] = []
         self._sessions: dict[str, _Session] = {}
         self._locks: dict[uuid.UUID, Lock] = {}
@@ -366,6 +373,11 @@ class MessageStore:
     def _move_to_dead_letter(
         self, message: StoredMessage, reason: str | None, description: str | None
     ) -> None:
+        if self.forward_dead_lettered_to is not None:
+            self.forward_dead_lettered_to.forwarded(
+                message.raw, message.facts, message.enqueued_at, message.hops + 1
+            )
+            return
         if self.dead_letter is None:
             return
         extra = dict(message.extra_properties)
@@ -454,10 +466,22 @@ class SendEntity:
             self._route(item.raw, item.facts, number, now)
         return bool(due)
 
-    def _route(self, raw: bytes, facts: MessageFacts, sequence: int, now: float) -> None:
+    def forwarded(self, raw: bytes, facts: MessageFacts, now: float, hops: int) -> None:
+        """A message auto-forwarded here; Service Bus allows at most 4 hops."""
+        if hops > _MAX_FORWARD_HOPS:
+            return
+        self.sequence += 1
+        self._route(raw, facts, self.sequence, now, hops)
+
+    def _route(
+        self, raw: bytes, facts: MessageFacts, sequence: int, now: float, hops: int = 0
+    ) -> None:
         ttl = facts.ttl_seconds if facts.ttl_seconds else self.default_ttl
         for predicate, store in self.stores:
             if not predicate(facts):
+                continue
+            if store.forward_to is not None:
+                store.forward_to.forwarded(raw, facts, now, hops + 1)
                 continue
             copy = StoredMessage(
                 raw=raw,
@@ -465,6 +489,7 @@ class SendEntity:
                 sequence_number=sequence,
                 enqueued_at=now,
                 expires_at=now + min(ttl, store.default_ttl or ttl),
+                hops=hops,
             )
             if store.requires_session and facts.session_id is None:
                 # Service Bus accepts the send and dead-letters the copy for this subscription.

@@ -42,3 +42,4 @@ class StoredMessage:
     extra_properties: dict[str, str] = field(default_factory=dict)
     dead_letter_source: str | None = None
     deferred: bool = False
+    hops: int = 0  # times auto-forwarded before it landed here
