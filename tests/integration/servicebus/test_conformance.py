@@ -593,3 +593,25 @@ def test_admin_rule_with_action_answers_not_implemented(
         )
 
     assert raised.value.status_code == 501
+
+
+def test_admin_queue_forward_to_queue_messages_arrive_in_target(
+    client: ServiceBusClient, admin: ServiceBusAdministrationClient
+) -> None:
+    admin.create_queue("forwarding", forward_to=QUEUE)
+    _send(client, ServiceBusMessage("via"), queue="forwarding")
+    with client.get_queue_receiver(QUEUE) as receiver:
+        got = _receive(receiver, 1)
+        for message in got:
+            receiver.complete_message(message)
+
+    assert [_text(m) for m in got] == ["via"]
+    assert (admin.get_queue("forwarding").forward_to or "").endswith("/" + QUEUE)
+    assert admin.get_queue_runtime_properties("forwarding").active_message_count == 0
+
+
+def test_admin_forward_to_unknown_entity_raises(admin: ServiceBusAdministrationClient) -> None:
+    with pytest.raises(HttpResponseError) as raised:
+        admin.create_queue("forwarding", forward_to="no-such-queue")
+
+    assert raised.value.status_code == 400
