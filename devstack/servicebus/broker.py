@@ -35,9 +35,10 @@ from proton import (
 )
 from proton.reactor import Container
 
-from .codec import DecodeError, decode_transfer, encode_delivery, facts_of
+from .codec import DecodeError, decode_transfer, encode_delivery, facts_of, plain
 from .entities import MessageStore, Namespace, PublishRefusedError, SendEntity
 from .faults import Faults, TransferFault
+from .frames import SocketFilter
 from .management import handle_management
 from .stats import StatsRecorder
 
@@ -188,11 +189,19 @@ class BrokerHandler:
                 transport.close_head()
         event.container.stop()
 
+    def on_sb_call(self, event: Any) -> None:
+        """Run a function another thread handed in (``LocalServiceBus._call``)."""
+        event.subject.run()
+        self._serve_pending(time.time())
+        self._pump_all()
+
     def _tick(self) -> None:
         if self._stopping or self._container is None:
             return
         now = time.time()
         try:
+            for sender in self._namespace.senders():
+                sender.release_due(now)
             for store in self._namespace.stores():
                 store.expire_locks(now)
             self._serve_pending(now)
@@ -209,6 +218,13 @@ class BrokerHandler:
         self._reply_links[connection_id] = []
         sasl = event.transport.sasl()
         sasl.allowed_mechs("ANONYMOUS")
+        # proton keeps the accepted socket in the transport's selectable: read it through the
+        # delivery-id filter (see ``frames``).
+        selectable = getattr(event.transport, "_selectable", None)
+        delegate = getattr(selectable, "_delegate", None)
+        wrap = delegate is not None and not isinstance(delegate, SocketFilter)
+        if selectable is not None and wrap:
+            selectable._delegate = SocketFilter(delegate)
         self._stats.connection()
 
     def on_connection_remote_open(self, event: Any) -> None:
@@ -264,8 +280,17 @@ class BrokerHandler:
         link.source.copy(link.remote_source)
         link.target.copy(link.remote_target)
 
-    def _refuse(self, link: Link, condition: str, description: str) -> None:
+    def _refuse(
+        self, link: Link, condition: str, description: str, session: str | None = None
+    ) -> None:
         self._echo_termini(link)
+        if session is not None:
+            # The SDK's attach callback for a session receiver reads the session filter and the
+            # link properties of the attach reply, even one that is followed by a detach: give
+            # it both (a string filter, a map) so it completes and the detach's error is raised.
+            link.source.filter.clear()
+            link.source.filter.put_object({SESSION_FILTER: session})
+            link.properties = {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())}
         link.open()
         link.condition = Condition(
             condition, description, {symbol("tracking-id"): str(uuid.uuid4())}
@@ -280,7 +305,12 @@ class BrokerHandler:
             role = _Role("cbs", connection_id)
         elif lowered.endswith("/$management"):
             entity_path = address[: -len("/$management")]
-            role = _Role("mgmt", connection_id, store=self._namespace.receiver_store(entity_path))
+            role = _Role(
+                "mgmt",
+                connection_id,
+                entity=self._namespace.sender_entity(entity_path),
+                store=self._namespace.receiver_store(entity_path),
+            )
         else:
             entity = self._namespace.sender_entity(address)
             # An unknown entity is refused on the first transfer, not on the attach: pyamqp
@@ -352,6 +382,7 @@ class BrokerHandler:
                 "com.microsoft:session-cannot-be-locked",
                 f"The requested session '{wanted_id}' cannot be accepted. It may be locked by "
                 "another receiver.",
+                session=wanted_id,
             )
         else:
             wait = _session_wait_seconds(link)
@@ -406,7 +437,9 @@ class BrokerHandler:
                     pending.delete_on_send,
                 )
             elif pending.deadline <= now:
-                self._refuse(pending.link, "com.microsoft:timeout", "No session was available.")
+                self._refuse(
+                    pending.link, "com.microsoft:timeout", "No session was available.", session=""
+                )
             else:
                 still.append(pending)
         self._pending = still
@@ -543,10 +576,16 @@ class BrokerHandler:
                 lock = receiver.store.lock(message, receiver.owner, receiver.session_id, now)
                 token, locked_until = lock.token, lock.locked_until
             encoded = encode_delivery(
-                message, locked_until=locked_until, delivery_count=message.delivery_count
+                message,
+                locked_until=locked_until,
+                delivery_count=message.delivery_count,
+                lock_token=None if receiver.delete_on_send else token,
             )
-            # proton annotates the tag as str but takes bytes; lock token = UUID(bytes_le=tag)
-            delivery = link.delivery(cast(str, token.bytes_le))
+            # proton annotates the tag as str but takes bytes; lock token = UUID(bytes_le=tag).
+            # A pre-settled delivery (receive-and-delete) has no lock: Service Bus sends an
+            # empty tag, which the SDK reads as no delivery tag.
+            tag = b"" if receiver.delete_on_send else token.bytes_le
+            delivery = link.delivery(cast(str, tag))
             delivery.sb_lock = token
             link.send(encoded)
             link.advance()
@@ -578,7 +617,9 @@ class BrokerHandler:
             )
         elif state == Delivery.MODIFIED and delivery.remote.undeliverable:
             store.defer(token)
-        else:  # released, or modified as the SDK's abandon
+        elif state == Delivery.RELEASED:
+            store.release(token)
+        else:  # modified: the SDK's abandon
             store.abandon(token)
         delivery.update(state)
         delivery.settle()
@@ -588,6 +629,7 @@ class BrokerHandler:
     def _request(self, link: Link, role: _Role, raw: bytes) -> None:
         request = Message()
         request.decode(raw)
+        request.body = plain(request.body)  # memoryviews die with proton's Data
         raw_properties: dict[Any, Any] = dict(request.properties or {})
         properties = {str(k): v for k, v in raw_properties.items()}
         if role.kind == "cbs":
@@ -598,7 +640,9 @@ class BrokerHandler:
             source = "$cbs"
         else:
             operation = str(properties.get("operation", ""))
-            answer = handle_management(operation, request.body, role.store, time.time())
+            answer = handle_management(
+                operation, request.body, role.store, time.time(), role.entity
+            )
             reply_properties: dict[str, object] = {
                 "statusCode": answer.status,
                 "statusDescription": answer.description,

@@ -1,6 +1,7 @@
 """``servicebus [--port P] [--topology FILE]``: run the local broker in the foreground.
 
-Prints the connection string once the broker listens, and stops cleanly on SIGINT or SIGTERM.
+Prints the connection string once the broker listens (and, on stderr, the administration
+endpoint's), and stops cleanly on SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--port", type=int, default=5672, help="port to listen on (0: any free)")
     parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=0,
+        help="HTTPS port of the administration endpoint (0: any free)",
+    )
+    parser.add_argument(
         "--topology",
         type=Path,
         default=DEFAULT_TOPOLOGY,
@@ -45,13 +52,19 @@ def main(argv: list[str]) -> int:
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        bus = LocalServiceBus(args.topology, port=args.port)
+        bus = LocalServiceBus(args.topology, port=args.port, admin_port=args.admin_port)
         bus.start()
     except (LocalServiceBusError, SettingsError) as exc:
         print(f"servicebus: {exc}", file=sys.stderr)
         return 1
     try:
         print(bus.connection_string, flush=True)
+        print(
+            "servicebus: administration endpoint (HTTPS, self-signed certificate: "
+            f"connection_verify=False): {bus.admin_connection_string}",
+            file=sys.stderr,
+            flush=True,
+        )
         while not stop.wait(0.5):
             if not bus.running:
                 print("servicebus: the broker thread ended", file=sys.stderr)

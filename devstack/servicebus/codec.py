@@ -4,20 +4,39 @@ The SDK sends ``send_messages([...])`` and ``create_message_batch()`` as one tra
 format 0x80013700: an envelope whose body is one ``data`` section per encoded message. proton's
 Python API does not expose the message format, so a transfer is a batch when every ``data``
 section of its body decodes, completely, as an AMQP message.
+
+Messages are handled section by section and the body is never decoded: an ``amqp-value`` body
+may hold anything AMQP can encode (a map with binary keys, which Python cannot hash once proton
+turns them into memoryviews; a described value; any number of ``amqp-sequence`` or ``data``
+sections), and Service Bus hands it back byte for byte. Only the header, the properties and the
+application properties are read, and only the header and the annotations are rewritten.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from proton import Data, Described, Message, symbol, timestamp, ubyte, uint, ulong
+from proton import Data, Described, symbol, timestamp, ubyte, uint, ulong
 
 from .messages import MessageFacts, StoredMessage
 
-__all__ = ["DecodeError", "decode_transfer", "encode_delivery", "facts_of"]
+__all__ = [
+    "DecodeError",
+    "decode_transfer",
+    "encode_delivery",
+    "facts_of",
+    "plain",
+    "section_value",
+]
 
-_HEADER_SECTION = 0x70
+_HEADER = 0x70
+_DELIVERY_ANNOTATIONS = 0x71
+_MESSAGE_ANNOTATIONS = 0x72
+_PROPERTIES = 0x73
+_APPLICATION_PROPERTIES = 0x74
 _DATA_SECTION = 0x75
 _FIRST_SECTION, _LAST_SECTION = 0x70, 0x78  # header .. footer
 
@@ -69,35 +88,69 @@ def _is_message(raw: bytes) -> bool:
     return bool(sections) and all(_FIRST_SECTION <= s.code <= _LAST_SECTION for s in sections)
 
 
+def plain(value: Any) -> Any:
+    """proton's decoded value with memoryviews copied (they die with their Data object)."""
+    if isinstance(value, memoryview):
+        return bytes(value)
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    return value
+
+
+def section_value(raw: bytes, code: int) -> Any:
+    """The decoded value of the first section ``code`` of a message, or None."""
+    for section in _sections(raw):
+        if section.code == code:
+            data = Data()
+            data.decode(raw[section.start : section.end])
+            data.rewind()
+            data.next()
+            described = data.get_object()
+            value = described.value if isinstance(described, Described) else None
+            return plain(value)
+    return None
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
-    if isinstance(value, memoryview | bytes):
-        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
     return str(value)
 
 
+def _field(values: Any, index: int) -> Any:
+    return values[index] if isinstance(values, list) and len(values) > index else None
+
+
 def facts_of(raw: bytes) -> MessageFacts:
-    message = Message()
-    message.decode(raw)
-    raw_properties: dict[Any, Any] = dict(message.properties or {})
-    properties = {str(k): _plain(v) for k, v in raw_properties.items()}
+    properties = section_value(raw, _PROPERTIES)
+    application = section_value(raw, _APPLICATION_PROPERTIES)
+    header = section_value(raw, _HEADER)
+    ttl_ms = _field(header, 2)
+    annotations = section_value(raw, _MESSAGE_ANNOTATIONS)
+    scheduled = None
+    if isinstance(annotations, dict):
+        when = annotations.get(symbol("x-opt-scheduled-enqueue-time"))
+        if isinstance(when, int):
+            scheduled = when / 1000.0
     return MessageFacts(
-        message_id=_text(message.id),
-        session_id=_text(message.group_id),
-        subject=_text(message.subject),
-        correlation_id=_text(message.correlation_id),
-        content_type=_text(message.content_type),
-        to=_text(message.address),
-        reply_to=_text(message.reply_to),
-        properties=properties,
-        ttl_seconds=float(message.ttl) if message.ttl else None,
+        message_id=_text(_field(properties, 0)),
+        session_id=_text(_field(properties, 10)),
+        subject=_text(_field(properties, 3)),
+        correlation_id=_text(_field(properties, 5)),
+        content_type=_text(_field(properties, 6)),
+        to=_text(_field(properties, 2)),
+        reply_to=_text(_field(properties, 4)),
+        properties={str(k): v for k, v in application.items()}
+        if isinstance(application, dict)
+        else {},
+        ttl_seconds=ttl_ms / 1000.0 if isinstance(ttl_ms, int) and ttl_ms > 0 else None,
         size=len(raw),
+        scheduled_enqueue_time=scheduled,
     )
-
-
-def _plain(value: Any) -> object:
-    return bytes(value) if isinstance(value, memoryview) else value
 
 
 def decode_transfer(raw: bytes) -> list[bytes]:
@@ -109,41 +162,85 @@ def decode_transfer(raw: bytes) -> list[bytes]:
     return [raw]
 
 
+def _encode(code: int, value: Any) -> bytes:
+    data = Data()
+    data.put_object(Described(ulong(code), value))
+    return bytes(data.encode())
+
+
 def encode_delivery(
-    stored: StoredMessage, *, locked_until: float | None, delivery_count: int
+    stored: StoredMessage,
+    *,
+    locked_until: float | None,
+    delivery_count: int,
+    lock_token: uuid.UUID | None = None,
 ) -> bytes:
-    """The bytes sent to a receiver: the original message plus the broker's annotations."""
-    message = Message()
-    message.decode(stored.raw)
-    if isinstance(message.body, memoryview):
-        message.body = bytes(message.body)
-    annotations: dict[symbol, object] = dict(message.annotations or {})
+    """The bytes sent to a receiver: the original message plus the broker's annotations.
+
+    Every section but the header, the message annotations and (when the broker adds to them)
+    the application properties is copied unchanged, so the body is exactly what was sent.
+    """
+    raw = stored.raw
+    sections = _sections(raw)
+    header = section_value(raw, _HEADER)
+    annotations_value = section_value(raw, _MESSAGE_ANNOTATIONS)
+    annotations: dict[Any, Any] = (
+        dict(annotations_value) if isinstance(annotations_value, Mapping) else {}
+    )
     annotations[symbol("x-opt-sequence-number")] = stored.sequence_number
     annotations[symbol("x-opt-enqueued-time")] = timestamp(int(stored.enqueued_at * 1000))
     if locked_until is not None:
         annotations[symbol("x-opt-locked-until")] = timestamp(int(locked_until * 1000))
     if stored.dead_letter_source is not None:
         annotations[symbol("x-opt-deadletter-source")] = stored.dead_letter_source
-    message.annotations = cast(Any, annotations)  # proton's stub wants str keys; symbols are right
-    if stored.extra_properties:
-        message.properties = cast(Any, {**(message.properties or {}), **stored.extra_properties})
-    encoded: bytes = message.encode()
-    # proton leaves out a header whose fields are defaults, but the SDK reads delivery_count
-    # from the header (None without one): always send it, with an explicit count.
-    header = Data()
-    header.put_object(
-        Described(
-            ulong(_HEADER_SECTION),
+    if stored.deferred:
+        annotations[symbol("x-opt-message-state")] = 1  # Deferred
+    # The header as the sender wrote it (absent fields stay null, as Service Bus keeps them),
+    # with the delivery count, which the SDK reads from the header: always sent.
+    durable, priority, ttl, first_acquirer = (_field(header, i) for i in range(4))
+    parts: list[bytes] = [
+        _encode(
+            _HEADER,
             [
-                bool(message.durable),
-                ubyte(message.priority),
-                uint(int(message.ttl * 1000)) if message.ttl else None,
-                bool(message.first_acquirer),
+                None if durable is None else bool(durable),
+                None if priority is None else ubyte(int(priority)),
+                None if ttl is None else uint(int(ttl)),
+                None if first_acquirer is None else bool(first_acquirer),
                 uint(delivery_count),
             ],
         )
-    )
-    rest = b"".join(
-        encoded[s.start : s.end] for s in _sections(encoded) if s.code != _HEADER_SECTION
-    )
-    return bytes(header.encode()) + rest
+    ]
+    # Service Bus always sends delivery annotations (an empty map in receive-and-delete mode) and
+    # puts the lock token there too (the SDK's tests compare it with the delivery tag's).
+    delivery_value = section_value(raw, _DELIVERY_ANNOTATIONS)
+    delivery: dict[Any, Any] = dict(delivery_value) if isinstance(delivery_value, Mapping) else {}
+    if lock_token is not None:
+        delivery[symbol("x-opt-lock-token")] = lock_token
+    parts.append(_encode(_DELIVERY_ANNOTATIONS, delivery))
+    wrote_annotations = wrote_application = False
+    for section in sections:
+        if section.code in (_HEADER, _DELIVERY_ANNOTATIONS, _MESSAGE_ANNOTATIONS):
+            continue
+        if section.code > _MESSAGE_ANNOTATIONS and not wrote_annotations:
+            parts.append(_encode(_MESSAGE_ANNOTATIONS, annotations))
+            wrote_annotations = True
+        if section.code == _APPLICATION_PROPERTIES and stored.extra_properties:
+            application = section_value(raw, _APPLICATION_PROPERTIES) or {}
+            parts.append(
+                _encode(_APPLICATION_PROPERTIES, {**application, **stored.extra_properties})
+            )
+            wrote_application = True
+            continue
+        if (
+            section.code > _APPLICATION_PROPERTIES
+            and stored.extra_properties
+            and not wrote_application
+        ):
+            parts.append(_encode(_APPLICATION_PROPERTIES, dict(stored.extra_properties)))
+            wrote_application = True
+        parts.append(raw[section.start : section.end])
+    if not wrote_annotations:
+        parts.append(_encode(_MESSAGE_ANNOTATIONS, annotations))
+    if stored.extra_properties and not wrote_application:
+        parts.append(_encode(_APPLICATION_PROPERTIES, dict(stored.extra_properties)))
+    return b"".join(parts)

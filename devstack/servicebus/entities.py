@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from events.deployment.topology import (
     QueueSpec,
+    RuleSpec,
     SubscriptionSpec,
     TopicSpec,
     Topology,
@@ -44,6 +45,9 @@ SESSION_ID_MISSING = (
     "have session support enabled can only receive messages that have the SessionId set to a "
     "valid value."
 )
+
+
+_MAX_FORWARD_HOPS = 4
 
 
 class PublishRefusedError(Exception):
@@ -87,6 +91,7 @@ class Lock:
     owner: int
     locked_until: float
     session_id: str | None
+    deferred: bool = False  # received by sequence number: it stays deferred until completed
 
 
 @dataclass
@@ -95,6 +100,7 @@ class _Session:
     owner: int | None = None
     locked_until: float = 0.0
     state: bytes | None = None
+    state_updated_at: float | None = None
 
 
 def _by_sequence(message: StoredMessage) -> int:
@@ -124,6 +130,10 @@ class MessageStore:
         self.dead_letter_on_expiry = dead_letter_on_expiry
         self.dead_letter = dead_letter
         self._on_dead_letter = on_dead_letter
+        #: Auto-forwarding (set through the administration endpoint): what arrives, or what is
+        #: dead-lettered, goes on to that topic or queue instead.
+        self.forward_to: SendEntity | None = None
+        self.forward_dead_lettered_to: SendEntity | None = None
         self._plain: list[StoredMessage] = []
         self._sessions: dict[str, _Session] = {}
         self._locks: dict[uuid.UUID, Lock] = {}
@@ -144,13 +154,21 @@ class MessageStore:
     def available(self) -> int:
         return len(self._plain) + sum(len(s.messages) for s in self._sessions.values())
 
+    def active_count(self) -> int:
+        """What Service Bus counts as active: available, locked and deferred messages."""
+        locked = sum(1 for lock in self._locks.values() if not lock.deferred)
+        return self.available() + locked + len(self._deferred)
+
     def peek(self, from_sequence: int, count: int, session_id: str | None) -> list[StoredMessage]:
         if session_id is not None:
             pool: Iterable[StoredMessage] = self._session(session_id).messages
         else:
             pool = self._plain
-        pending = [lock.message for lock in self._locks.values()]
-        everything = sorted([*pool, *pending], key=_by_sequence)
+        pending = [lock.message for lock in self._locks.values() if not lock.deferred]
+        deferred = [m for m in self._deferred.values() if m.facts.session_id == session_id]
+        if session_id is None and self.requires_session:
+            deferred = list(self._deferred.values())
+        everything = sorted([*pool, *pending, *deferred], key=_by_sequence)
         return [m for m in everything if m.sequence_number >= from_sequence][:count]
 
     # ---------------------------------------------------------------- sessions
@@ -190,10 +208,19 @@ class MessageStore:
     def session_state(self, session_id: str) -> bytes | None:
         return self._session(session_id).state
 
-    def set_session_state(self, session_id: str, state: bytes | None) -> None:
-        self._session(session_id).state = state
+    def set_session_state(self, session_id: str, state: bytes | None, now: float) -> None:
+        session = self._session(session_id)
+        session.state = state
+        session.state_updated_at = now
 
-    def session_ids(self) -> list[str]:
+    def session_ids(self, state_updated_after: float | None = None) -> list[str]:
+        """Sessions with messages or state; or, given a time, those whose state was set since."""
+        if state_updated_after is not None:
+            return sorted(
+                sid
+                for sid, s in self._sessions.items()
+                if s.state_updated_at is not None and s.state_updated_at > state_updated_after
+            )
         return sorted(sid for sid, s in self._sessions.items() if s.messages or s.state)
 
     def has_waiting_session(self, now: float) -> bool:
@@ -232,15 +259,49 @@ class MessageStore:
         lock.locked_until = now + self.lock_seconds
         return lock.locked_until
 
+    def deferred(self, sequence_number: int) -> StoredMessage | None:
+        return self._deferred.get(sequence_number)
+
+    def receive_deferred(
+        self, message: StoredMessage, owner: int, now: float, delete: bool
+    ) -> Lock | None:
+        """Hand out a deferred message: removed (receive-and-delete) or locked (peek-lock)."""
+        if delete:
+            self._deferred.pop(message.sequence_number, None)
+            return None
+        lock = Lock(
+            uuid.uuid4(),
+            message,
+            owner,
+            now + self.lock_seconds,
+            message.facts.session_id,
+            deferred=True,
+        )
+        self._locks[lock.token] = lock
+        return lock
+
     # ---------------------------------------------------------------- settle
     def complete(self, token: uuid.UUID) -> bool:
-        return self._locks.pop(token, None) is not None
+        lock = self._locks.pop(token, None)
+        if lock is not None and lock.deferred:
+            self._deferred.pop(lock.message.sequence_number, None)
+        return lock is not None
 
     def abandon(self, token: uuid.UUID) -> bool:
         lock = self._locks.pop(token, None)
         if lock is None:
             return False
-        self._return(lock.message)
+        self._end_lock(lock)
+        return True
+
+    def release(self, token: uuid.UUID) -> bool:
+        """The client gave a delivery back unprocessed (AMQP ``released``: a prefetched message
+        its receiver closed before handing it out): it returns without counting a delivery."""
+        lock = self._locks.pop(token, None)
+        if lock is None:
+            return False
+        if not lock.deferred:
+            self.enqueue(lock.message)
         return True
 
     def defer(self, token: uuid.UUID) -> bool:
@@ -248,6 +309,7 @@ class MessageStore:
         if lock is None:
             return False
         lock.message.delivery_count += 1
+        lock.message.deferred = True
         self._deferred[lock.message.sequence_number] = lock.message
         return True
 
@@ -257,14 +319,29 @@ class MessageStore:
         lock = self._locks.pop(token, None)
         if lock is None:
             return False
-        self._move_to_dead_letter(lock.message, reason, description)
+        self._deferred.pop(lock.message.sequence_number, None)
+        self._move_to_dead_letter(replace(lock.message, deferred=False), reason, description)
         return True
+
+    def _end_lock(self, lock: Lock) -> None:
+        """A lock ended without settlement: the message returns (a deferred one stays aside)."""
+        if not lock.deferred:
+            self._return(lock.message)
+            return
+        lock.message.delivery_count += 1
+        if lock.message.delivery_count >= self.max_delivery_count:
+            self._deferred.pop(lock.message.sequence_number, None)
+            self._move_to_dead_letter(
+                replace(lock.message, deferred=False),
+                "MaxDeliveryCountExceeded",
+                f"Message could not be consumed after {self.max_delivery_count} delivery attempts.",
+            )
 
     def expire_locks(self, now: float) -> bool:
         """Return messages whose lock ran out; True when something became available."""
         expired = [t for t, lock in self._locks.items() if lock.locked_until <= now]
         for token in expired:
-            self._return(self._locks.pop(token).message)
+            self._end_lock(self._locks.pop(token))
         for session in self._sessions.values():
             if session.owner is not None and session.locked_until <= now:
                 session.owner = None
@@ -274,7 +351,7 @@ class MessageStore:
         """A receiver went away: its locks end (one delivery counted) and its sessions free."""
         tokens = [t for t, lock in self._locks.items() if lock.owner == owner]
         for token in tokens:
-            self._return(self._locks.pop(token).message)
+            self._end_lock(self._locks.pop(token))
         freed = False
         for session in self._sessions.values():
             if session.owner == owner:
@@ -296,6 +373,11 @@ class MessageStore:
     def _move_to_dead_letter(
         self, message: StoredMessage, reason: str | None, description: str | None
     ) -> None:
+        if self.forward_dead_lettered_to is not None:
+            self.forward_dead_lettered_to.forwarded(
+                message.raw, message.facts, message.enqueued_at, message.hops + 1
+            )
+            return
         if self.dead_letter is None:
             return
         extra = dict(message.extra_properties)
@@ -315,8 +397,19 @@ class MessageStore:
 
 
 @dataclass
+class _Scheduled:
+    raw: bytes
+    facts: MessageFacts
+    enqueue_at: float
+
+
+@dataclass
 class SendEntity:
-    """A topic or a queue: what a sender link targets."""
+    """A topic or a queue: what a sender link targets.
+
+    A message whose ``x-opt-scheduled-enqueue-time`` is in the future gets its sequence number
+    at once and waits aside until that time (``release_due``), or until it is cancelled.
+    """
 
     name: str
     duplicates: DuplicateDetector | None
@@ -324,8 +417,16 @@ class SendEntity:
     stores: list[tuple[Predicate, MessageStore]]
     is_queue: bool
     sequence: int = 0
+    scheduled: dict[int, _Scheduled] = field(default_factory=dict)
 
     def publish(self, messages: list[tuple[bytes, MessageFacts]], now: float) -> PublishResult:
+        result, _numbers = self.schedule(messages, now)
+        return result
+
+    def schedule(
+        self, messages: list[tuple[bytes, MessageFacts]], now: float
+    ) -> tuple[PublishResult, list[int]]:
+        """Publish (or schedule) messages; also returns the sequence number each one got."""
         if (
             self.is_queue
             and self.stores[0][1].requires_session
@@ -333,6 +434,7 @@ class SendEntity:
         ):
             raise PublishRefusedError("amqp:not-allowed", SESSION_ID_MISSING)
         enqueued = duplicates = 0
+        numbers: list[int] = []
         for raw, facts in messages:
             if (
                 self.duplicates is not None
@@ -340,31 +442,65 @@ class SendEntity:
                 and self.duplicates.is_duplicate(facts.message_id, now)
             ):
                 duplicates += 1
+                numbers.append(0)
                 continue
             self.sequence += 1
-            ttl = facts.ttl_seconds if facts.ttl_seconds else self.default_ttl
-            for predicate, store in self.stores:
-                if not predicate(facts):
-                    continue
-                copy = StoredMessage(
-                    raw=raw,
-                    facts=facts,
-                    sequence_number=self.sequence,
-                    enqueued_at=now,
-                    expires_at=now + min(ttl, store.default_ttl or ttl),
-                )
-                if store.requires_session and facts.session_id is None:
-                    # Service Bus accepts the send and dead-letters the copy for this subscription.
-                    store.dead_letter_new(
-                        copy,
-                        "Session id is null.",
-                        "Session enabled entity doesn't allow a message whose session identifier "
-                        "is null.",
-                    )
-                else:
-                    store.enqueue(copy)
+            numbers.append(self.sequence)
+            when = facts.scheduled_enqueue_time
+            if when is not None and when > now:
+                self.scheduled[self.sequence] = _Scheduled(raw, facts, when)
+            else:
+                self._route(raw, facts, self.sequence, now)
             enqueued += 1
-        return PublishResult(enqueued, duplicates)
+        return PublishResult(enqueued, duplicates), numbers
+
+    def cancel(self, sequence_numbers: Iterable[int]) -> None:
+        for number in sequence_numbers:
+            self.scheduled.pop(number, None)
+
+    def release_due(self, now: float) -> bool:
+        """Enqueue the scheduled messages whose time has come; True when any was."""
+        due = sorted(n for n, s in self.scheduled.items() if s.enqueue_at <= now)
+        for number in due:
+            item = self.scheduled.pop(number)
+            self._route(item.raw, item.facts, number, now)
+        return bool(due)
+
+    def forwarded(self, raw: bytes, facts: MessageFacts, now: float, hops: int) -> None:
+        """A message auto-forwarded here; Service Bus allows at most 4 hops."""
+        if hops > _MAX_FORWARD_HOPS:
+            return
+        self.sequence += 1
+        self._route(raw, facts, self.sequence, now, hops)
+
+    def _route(
+        self, raw: bytes, facts: MessageFacts, sequence: int, now: float, hops: int = 0
+    ) -> None:
+        ttl = facts.ttl_seconds if facts.ttl_seconds else self.default_ttl
+        for predicate, store in self.stores:
+            if not predicate(facts):
+                continue
+            if store.forward_to is not None:
+                store.forward_to.forwarded(raw, facts, now, hops + 1)
+                continue
+            copy = StoredMessage(
+                raw=raw,
+                facts=facts,
+                sequence_number=sequence,
+                enqueued_at=now,
+                expires_at=now + min(ttl, store.default_ttl or ttl),
+                hops=hops,
+            )
+            if store.requires_session and facts.session_id is None:
+                # Service Bus accepts the send and dead-letters the copy for this subscription.
+                store.dead_letter_new(
+                    copy,
+                    "Session id is null.",
+                    "Session enabled entity doesn't allow a message whose session identifier "
+                    "is null.",
+                )
+            else:
+                store.enqueue(copy)
 
 
 def _lock_seconds(spec: SubscriptionSpec | QueueSpec) -> float:
@@ -379,12 +515,18 @@ class Namespace:
     ) -> None:
         bus = topology.service_bus
         self.max_message_size = bus.max_message_size_kb * 1024
+        self._on_dead_letter = on_dead_letter
         self._send: dict[str, SendEntity] = {}
         self._receive: dict[str, MessageStore] = {}
+        #: What each entity was declared (or created) with, by lower-case name / path; the
+        #: administration endpoint describes entities from these.
+        self.queue_specs: dict[str, QueueSpec] = {}
+        self.topic_specs: dict[str, TopicSpec] = {}
+        self.subscription_specs: dict[str, SubscriptionSpec] = {}  # "<topic>/<sub>"
         for topic in bus.topics:
-            self._add_topic(topic, on_dead_letter)
+            self.add_topic(topic)
         for queue in bus.queues:
-            self._add_queue(queue, on_dead_letter)
+            self.add_queue(queue)
 
     def _store(
         self,
@@ -408,21 +550,63 @@ class Namespace:
         self._receive[path.lower()] = store
         return store
 
-    def _add_topic(self, topic: TopicSpec, on_dead_letter: Callable[[str], None] | None) -> None:
-        stores: list[tuple[Predicate, MessageStore]] = []
-        for sub in topic.subscriptions:
-            store = self._store(f"{topic.name}/Subscriptions/{sub.name}", sub, on_dead_letter)
-            stores.append((compile_rules(sub.rules), store))
+    def add_topic(self, topic: TopicSpec) -> None:
+        self.topic_specs[topic.name.lower()] = topic.model_copy(update={"subscriptions": ()})
         self._send[topic.name.lower()] = SendEntity(
             name=topic.name,
             duplicates=_detector(topic),
             default_ttl=float(iso_duration_seconds(topic.default_message_time_to_live)),
-            stores=stores,
+            stores=[],
             is_queue=False,
         )
+        for sub in topic.subscriptions:
+            self.add_subscription(topic.name, sub)
 
-    def _add_queue(self, queue: QueueSpec, on_dead_letter: Callable[[str], None] | None) -> None:
-        store = self._store(queue.name, queue, on_dead_letter)
+    def add_subscription(self, topic: str, sub: SubscriptionSpec) -> None:
+        """Add a subscription to a topic (compiling its rules may raise
+        ``UnsupportedTopologyError``; nothing is changed then)."""
+        predicate = compile_rules(sub.rules)
+        entity = self._send[topic.lower()]
+        store = self._store(f"{entity.name}/Subscriptions/{sub.name}", sub, self._on_dead_letter)
+        entity.stores.append((predicate, store))
+        self.subscription_specs[f"{topic}/{sub.name}".lower()] = sub
+
+    def set_rules(self, topic: str, subscription: str, rules: tuple[RuleSpec, ...]) -> None:
+        """Replace a subscription's rules; with none left it receives nothing (Service Bus)."""
+        key = f"{topic}/{subscription}".lower()
+        predicate: Predicate = compile_rules(rules) if rules else (lambda _facts: False)
+        entity = self._send[topic.lower()]
+        store = self._receive[f"{entity.name}/subscriptions/{subscription}".lower()]
+        entity.stores = [(predicate if s is store else p, s) for p, s in entity.stores]
+        self.subscription_specs[key] = self.subscription_specs[key].model_copy(
+            update={"rules": rules}
+        )
+
+    def remove_subscription(self, topic: str, subscription: str) -> None:
+        entity = self._send[topic.lower()]
+        path = f"{entity.name}/subscriptions/{subscription}".lower()
+        store = self._receive.pop(path)
+        self._receive.pop(path + DEAD_LETTER_SUFFIX, None)
+        entity.stores = [(p, s) for p, s in entity.stores if s is not store]
+        del self.subscription_specs[f"{topic}/{subscription}".lower()]
+
+    def remove_entity(self, name: str) -> None:
+        """Remove a queue or a topic (with its subscriptions)."""
+        key = name.lower()
+        self._send.pop(key, None)
+        self.queue_specs.pop(key, None)
+        self.topic_specs.pop(key, None)
+        for path in [p for p in self._receive if p == key or p.startswith(key + "/")]:
+            del self._receive[path]
+        for sub in [k for k in self.subscription_specs if k.startswith(key + "/")]:
+            del self.subscription_specs[sub]
+
+    def sender_entities(self) -> dict[str, SendEntity]:
+        return dict(self._send)
+
+    def add_queue(self, queue: QueueSpec) -> None:
+        self.queue_specs[queue.name.lower()] = queue
+        store = self._store(queue.name, queue, self._on_dead_letter)
         self._send[queue.name.lower()] = SendEntity(
             name=queue.name,
             duplicates=_detector(queue),
@@ -439,6 +623,9 @@ class Namespace:
 
     def stores(self) -> Iterator[MessageStore]:
         return iter(self._receive.values())
+
+    def senders(self) -> Iterator[SendEntity]:
+        return iter(self._send.values())
 
 
 def _detector(spec: TopicSpec | QueueSpec) -> DuplicateDetector | None:

@@ -22,6 +22,7 @@ class MessageFacts:
     properties: Mapping[str, object] = field(default_factory=dict)
     ttl_seconds: float | None = None
     size: int = 0
+    scheduled_enqueue_time: float | None = None  # epoch seconds, from the annotation
 
 
 @dataclass
@@ -40,3 +41,5 @@ class StoredMessage:
     delivery_count: int = 0
     extra_properties: dict[str, str] = field(default_factory=dict)
     dead_letter_source: str | None = None
+    deferred: bool = False
+    hops: int = 0  # times auto-forwarded before it landed here

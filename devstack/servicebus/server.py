@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from events.deployment.topology import DEFAULT_TOPOLOGY, Topology, load_topology
 
+from .admin import AdminServer
 from .broker import BrokerHandler
 from .entities import Namespace
 from .errors import BrokerStartError
@@ -20,6 +23,30 @@ __all__ = ["LocalServiceBus"]
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
+_CALL_TIMEOUT = 10.0
+_CONNECTION_STRING = (
+    "Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=RootManageSharedAccessKey;"
+    "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
+)
+T = TypeVar("T")
+
+
+class _Call:
+    """A function to run on the reactor thread, and its result."""
+
+    def __init__(self, function: Callable[[], Any]) -> None:
+        self.function = function
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.result = self.function()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the calling thread
+            self.error = exc
+        finally:
+            self.done.set()
 
 
 class LocalServiceBus:
@@ -34,11 +61,13 @@ class LocalServiceBus:
         topology: Path | Topology | None = None,
         port: int = 0,
         faults: Faults | None = None,
+        admin_port: int = 0,
     ) -> None:
         if topology is None:
             topology = DEFAULT_TOPOLOGY
         self._topology = topology if isinstance(topology, Topology) else load_topology(topology)
         self._requested_port = port
+        self._requested_admin_port = admin_port
         self._faults = faults if faults is not None else Faults()
         self._stats = StatsRecorder()
         # Built here so an unsupported rule fails the constructor, before any thread starts.
@@ -48,6 +77,7 @@ class LocalServiceBus:
         self._injector: EventInjector | None = None
         self._ready = threading.Event()
         self._failure: BaseException | None = None
+        self._admin: AdminServer | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -58,10 +88,21 @@ class LocalServiceBus:
 
     @property
     def connection_string(self) -> str:
-        return (
-            f"Endpoint=sb://127.0.0.1:{self.port};SharedAccessKeyName=RootManageSharedAccessKey;"
-            "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
-        )
+        """For ``ServiceBusClient.from_connection_string`` (AMQP)."""
+        return _CONNECTION_STRING.format(port=self.port)
+
+    @property
+    def admin_port(self) -> int:
+        """The HTTPS port of the administration endpoint (``ServiceBusAdministrationClient``)."""
+        if self._admin is None:
+            raise RuntimeError("the broker is not started")
+        return self._admin.port
+
+    @property
+    def admin_connection_string(self) -> str:
+        """For ``ServiceBusAdministrationClient.from_connection_string(...,
+        connection_verify=False)``: the same namespace, its HTTPS management port."""
+        return _CONNECTION_STRING.format(port=self.admin_port)
 
     @property
     def stats(self) -> BrokerStats:
@@ -106,7 +147,33 @@ class LocalServiceBus:
             raise BrokerStartError(
                 f"the local Service Bus broker could not listen: {self._failure}"
             ) from self._failure
+        admin = AdminServer(
+            self._namespace,
+            self._call,
+            self._topology.service_bus.max_message_size_kb,
+            self._requested_admin_port,
+        )
+        try:
+            admin.start()
+        except OSError as exc:
+            self.stop()
+            raise BrokerStartError(f"the administration endpoint could not listen: {exc}") from exc
+        self._admin = admin
         return self
+
+    def _call(self, function: Callable[[], T]) -> T:
+        """Run ``function`` on the reactor thread (entities are only touched there)."""
+        injector = self._injector
+        if injector is None or not self.running:
+            raise RuntimeError("the broker is not running")
+        call = _Call(function)
+        injector.trigger(ApplicationEvent("sb_call", subject=call))
+        if not call.done.wait(_CALL_TIMEOUT):
+            raise TimeoutError("the broker thread did not answer in time")
+        if call.error is not None:
+            raise call.error
+        result: T = call.result
+        return result
 
     def _run(self, container: Container) -> None:
         try:
@@ -126,6 +193,9 @@ class LocalServiceBus:
 
     def stop(self) -> None:
         """Close every connection and the listener, and wait for the thread to end."""
+        if self._admin is not None:
+            self._admin.stop()
+            self._admin = None
         thread, injector = self._thread, self._injector
         if thread is None or injector is None:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import threading
 from pathlib import Path
@@ -24,6 +25,7 @@ from azure.servicebus.exceptions import (
     ServiceBusServerBusyError,
     SessionCannotBeLockedError,
 )
+from azure.servicebus.management import CorrelationRuleFilter, ServiceBusAdministrationClient
 
 from devstack.servicebus import Faults, LocalServiceBus, UnsupportedTopologyError
 from events.deployment.topology import DEFAULT_TOPOLOGY
@@ -496,3 +498,34 @@ def test_cli_sigterm_after_ready_prints_connection_string_exits_0() -> None:
     assert line.startswith("Endpoint=sb://127.0.0.1:")
     assert line.strip().endswith("UseDevelopmentEmulator=true;")
     assert code == 0
+
+
+# --------------------------------------------------------------------------- administration
+def test_admin_endpoint_default_topology_describes_declared_entities(
+    servicebus_admin_client: ServiceBusAdministrationClient,
+) -> None:
+    topic = servicebus_admin_client.get_topic(TOPIC)
+    subscriptions = {s.name: s for s in servicebus_admin_client.list_subscriptions(TOPIC)}
+    rules = list(servicebus_admin_client.list_rules(TOPIC, PLACED))
+
+    assert topic.requires_duplicate_detection is True
+    assert topic.duplicate_detection_history_time_window == datetime.timedelta(minutes=30)
+    assert sorted(subscriptions) == [ALL, PLACED]
+    assert subscriptions[PLACED].max_delivery_count == 5
+    assert subscriptions[ALL].requires_session is True
+    assert [r.name for r in rules] == ["placed-only"]
+    assert isinstance(rules[0].filter, CorrelationRuleFilter)
+    assert rules[0].filter.label == "OrderPlaced"
+    assert servicebus_admin_client.get_queue(QUEUE).requires_session is True
+
+
+def test_admin_connection_string_differs_from_amqp_one_only_by_port(
+    local_servicebus: LocalServiceBus,
+) -> None:
+    amqp = local_servicebus.connection_string.replace(str(local_servicebus.port), "PORT")
+    admin = local_servicebus.admin_connection_string.replace(
+        str(local_servicebus.admin_port), "PORT"
+    )
+
+    assert admin == amqp
+    assert local_servicebus.admin_port != local_servicebus.port
