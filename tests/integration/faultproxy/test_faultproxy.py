@@ -182,13 +182,15 @@ def test_faultproxy_drop_after_blackhole_resets_the_stalled_connections(
 
 
 def test_faultproxy_upstream_down_resets_the_client() -> None:
-    unused = socket.create_server(("127.0.0.1", 0))
-    address = unused.getsockname()[:2]
-    unused.close()  # nothing listens there now
-    with FaultProxy((str(address[0]), int(address[1]))) as proxy, _connect(proxy) as client:
-        with pytest.raises(ConnectionResetError):
-            client.recv(5)
-        assert proxy.stats.upstream_failures == 1
+    # Bound but not listening: connections are refused, and the port stays ours for the whole
+    # test (a port closed and left free could be taken by another server meanwhile).
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as unused:
+        unused.bind(("127.0.0.1", 0))
+        address = unused.getsockname()[:2]
+        with FaultProxy((str(address[0]), int(address[1]))) as proxy, _connect(proxy) as client:
+            with pytest.raises(ConnectionResetError):
+                client.recv(5)
+            assert proxy.stats.upstream_failures == 1
 
 
 def test_faultproxy_close_resets_connections_and_stops_listening(echo: EchoServer) -> None:
