@@ -93,9 +93,14 @@ function readChangeFeed(collection, req) {
   }
   matching.sort((a, b) => a._lsn - b._lsn);
   const size = pageSize(req);
-  const page = matching.slice(0, size);
+  let end = Math.min(size, matching.length);
+  // The writes of one transactional batch share one LSN and the continuation is an LSN: a page
+  // never ends inside a transaction (it may exceed the page size), or the rest of it would be
+  // skipped by the next read. Cosmos DB returns a transaction's changes together too.
+  while (end > 0 && end < matching.length && matching[end]._lsn === matching[end - 1]._lsn) end += 1;
+  const page = matching.slice(0, end);
   // A cut page resumes after its last item; otherwise everything up to `latest` has been seen.
-  const upTo = matching.length > size ? page[page.length - 1]._lsn : Math.max(latest, floor || 0);
+  const upTo = matching.length > end ? page[page.length - 1]._lsn : Math.max(latest, floor || 0);
   return { statusCode: page.length ? 200 : 304, etag: lsnEtag(upTo), documents: page };
 }
 
