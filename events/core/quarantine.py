@@ -46,8 +46,12 @@ MAX_KEPT_BODY_BYTES = 1_900_000
 
 
 def _canonical(document: Mapping[str, Any]) -> str:
-    # default=repr: a record must be writable whatever the mapping holds.
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), default=repr)
+    # default=repr and the fallback: a record id must exist whatever the mapping holds (parsed
+    # JSON never holds cycles or absurd nesting, but the record must not be what fails).
+    try:
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), default=repr)
+    except (ValueError, RecursionError):
+        return repr(document)
 
 
 def _digest(canonical: str) -> str:

@@ -15,6 +15,7 @@ some fields replaced by such values or removed, which reach deeper into each map
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -79,7 +80,9 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-values = st.sampled_from(NASTY) | json_values
+# Copies: a drawn list or object must never be shared between documents (or put inside
+# itself): change-feed documents are parsed JSON, trees without shared or circular parts.
+values = (st.sampled_from(NASTY) | json_values).map(copy.deepcopy)
 
 READ_FIELDS = (
     "id",
