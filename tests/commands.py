@@ -44,3 +44,18 @@ def first_line_then_sigterm(module: str, *args: str, timeout: float = 20.0) -> t
             process.kill()
             process.wait(timeout=5)
     return first, code
+
+
+def run_events(
+    env: dict[str, str], *args: str, timeout: float = 90.0
+) -> subprocess.CompletedProcess[str]:
+    """``python -m events args`` to its end (at most ``timeout`` s), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "events", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -22,9 +22,26 @@ from devstack.servicebus import LocalServiceBus
 from events.deployment import settings as names
 from events.deployment.topology import Topology
 
-__all__ = ["ROOT", "Relay", "local_stack", "pooled_client", "relay_environment"]
+__all__ = ["ROOT", "Relay", "local_stack", "pooled_client", "relay_environment", "spawn_relay"]
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn_relay(
+    env: Mapping[str, str], log_path: Path, instance_id: str
+) -> subprocess.Popen[bytes]:
+    """``python -m events run`` with the dev stack's short leases (``Relay.OPTIONS``) as a
+    child in its own session, its output appended to ``log_path``."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "events", "run", *Relay.OPTIONS, "--instance-id", instance_id],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 class Relay:
@@ -50,25 +67,7 @@ class Relay:
         self.starts = 0
 
     def start(self) -> None:
-        log = self._log_path.open("ab")
-        self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "events",
-                "run",
-                *self.OPTIONS,
-                "--instance-id",
-                f"relay-{self.starts}",
-            ],
-            cwd=ROOT,
-            env={**os.environ, **self._env},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        self._process = spawn_relay(self._env, self._log_path, f"relay-{self.starts}")
         self.starts += 1
 
     def kill(self) -> None:

@@ -34,7 +34,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -46,8 +45,7 @@ from pathlib import Path
 from azure.cosmos import CosmosClient
 
 from devstack.cosmos import LocalCosmos
-from devstack.demo import Relay
-from devstack.demo.stack import ROOT
+from devstack.demo.stack import spawn_relay
 from devstack.faultproxy import FaultProxy, Mode
 from devstack.servicebus import LocalServiceBus
 
@@ -140,24 +138,7 @@ class RelayProcess:
         self.unexpected_exits: list[int] = []
 
     def start(self) -> None:
-        with self._log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "events",
-                    "run",
-                    *Relay.OPTIONS,
-                    "--instance-id",
-                    f"chaos-relay-{self.starts}",
-                ],
-                cwd=ROOT,
-                env={**os.environ, **self._env},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._process = spawn_relay(self._env, self._log_path, f"chaos-relay-{self.starts}")
         self.starts += 1
         self.started_at = time.monotonic()
 

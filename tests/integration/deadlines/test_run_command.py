@@ -19,6 +19,7 @@ from devstack.cosmos import LocalCosmos
 from devstack.servicebus import LocalServiceBus
 from events.deployment import settings as names
 from tests import factories
+from tests.commands import run_events
 from tests.fixtures.blackhole import BlackHole
 
 pytestmark = pytest.mark.integration
@@ -67,15 +68,7 @@ def _black_hole_bus(hole: BlackHole) -> str:
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "events", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=BOUND,
-        check=False,
-    )
+    return run_events(env, *args, timeout=BOUND)
 
 
 def _assert_refused(result: subprocess.CompletedProcess[str], *named: str) -> None:

@@ -22,6 +22,7 @@ from devstack.servicebus import LocalServiceBus
 from events.deployment import settings as names
 from events.hosts.runtime import Runtime
 from tests import factories
+from tests.commands import run_events
 
 pytestmark = pytest.mark.integration
 
@@ -58,15 +59,7 @@ def env(
 
 
 def _events(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "events", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=BOUND,
-        check=False,
-    )
+    return run_events(env, *args, timeout=BOUND)
 
 
 def _database(cosmos_client: CosmosClient, name: str) -> DatabaseProxy:
