@@ -67,6 +67,7 @@ from events.availability import AvailabilityLog
 from events.connections import ServiceBusConnection, connection_string_parts
 from events.core.messages import OutgoingMessage
 from events.core.publisher import group_by_destination
+from events.core.telemetry import send_span
 from events.errors import EventTooLargeError, PublishUnavailableError, SettingsError
 
 __all__ = [
@@ -371,11 +372,16 @@ class ServiceBusPublisher:
                 self._encoder,
             ),
         )
+        first = 0
         for send in sends:
-            self._bounded(
-                destination,
-                lambda send=send: sender.send_messages(send, timeout=self._timeout),  # type: ignore[misc]
-            )
+            # Sends are packed in order: this one carries the next len(send) messages.
+            count = len(send) if isinstance(send, ServiceBusMessageBatch) else 1
+            with send_span(destination.name, group[first : first + count], self._endpoint):
+                self._bounded(
+                    destination,
+                    lambda send=send: sender.send_messages(send, timeout=self._timeout),  # type: ignore[misc]
+                )
+            first += count
         # Only accepted sends prove the entity works: opening a link to a missing entity can
         # succeed (the refusal may come with the first transfer).
         self._availability.up(self._where(destination))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from events.core.envelope import IntegrationEvent
+from events.core.telemetry import consume_span
 
 __all__ = ["IdempotentConsumer", "InMemoryInbox", "Inbox", "Outcome"]
 
@@ -67,7 +68,8 @@ class IdempotentConsumer:
             self.duplicates += 1
             logger.info("duplicate skipped consumer=%s", self.name, extra={"event_id": event.id})
             return Outcome(handled=False, duplicate=True)
-        self._handler(event)
+        with consume_span(self.name, event):
+            self._handler(event)
         self._inbox.record(self.name, event.id)
         self.handled += 1
         return Outcome(handled=True, duplicate=False)

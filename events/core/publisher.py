@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from events.core.messages import OutgoingMessage
+from events.core.telemetry import send_span
 from events.errors import EventTooLargeError, PublishUnavailableError
 
 __all__ = ["InMemoryPublisher", "Publisher", "group_by_destination"]
@@ -132,6 +133,10 @@ class InMemoryPublisher:
             raise PublishUnavailableError(f"no topic or queue named {destination!r}")
 
     def _send(self, destination: str, batch: list[OutgoingMessage]) -> None:
+        with send_span(destination, batch):
+            self._deliver(destination, batch)
+
+    def _deliver(self, destination: str, batch: list[OutgoingMessage]) -> None:
         attempt = self.sends + 1
         if attempt in self._fail_on_sends:
             self._fail_on_sends.discard(attempt)

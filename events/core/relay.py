@@ -30,6 +30,7 @@ from events.core.messages import OutgoingMessage, Router, to_message
 from events.core.publisher import Publisher
 from events.core.quarantine import QuarantineReason, QuarantineRecord, QuarantineStore
 from events.core.sources import Source, SourceContext
+from events.core.telemetry import link_writers, relay_batch
 from events.errors import (
     EventTooLargeError,
     InvalidDocumentError,
@@ -135,6 +136,17 @@ class Relay:
         self._context = feed.context()
 
     def process(self, documents: Sequence[Document]) -> BatchOutcome:
+        with relay_batch(self.feed.name, self.feed.container, len(documents)) as batch:
+            outcome = self._relay(documents)
+            batch.finished(
+                published=outcome.published,
+                quarantined=outcome.quarantined,
+                skipped=outcome.skipped,
+                sends=outcome.sends,
+            )
+            return outcome
+
+    def _relay(self, documents: Sequence[Document]) -> BatchOutcome:
         plan = _Plan(messages=[], quarantined=[], blocked=set())
         for document in documents:
             self._plan_one(document, plan)
@@ -209,6 +221,7 @@ class Relay:
             ) from exc
 
     def _publish(self, messages: list[OutgoingMessage]) -> int:
+        link_writers(messages)  # the batch span, to each writer's trace
         try:
             return self._publisher.publish(messages)
         except TransientError:

@@ -49,6 +49,7 @@ from events.changefeed.processor import (
 )
 from events.errors import SettingsError, TransientError
 from events.hosts.runtime import Runtime, check_resources
+from events.hosts.telemetry import configure_telemetry
 
 if TYPE_CHECKING:
     from azure.cosmos import CosmosClient
@@ -412,6 +413,11 @@ def configure_logging(level: str) -> None:
 def run_main(argv: list[str]) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
+    try:
+        configure_telemetry(os.environ)
+    except SettingsError as exc:
+        print(f"python -m events run: {exc}", file=sys.stderr)
+        return 2
     if args.insecure_local:
         from events.adapters.cosmos.client import quiet_loopback_tls_warnings  # noqa: PLC0415
 

@@ -18,6 +18,7 @@ from azure.cosmos.exceptions import CosmosBatchOperationError
 from events.adapters.cosmos.errors import batch_error, translate_cosmos_errors
 from events.adapters.cosmos.outbox import MAX_BATCH_OPERATIONS
 from events.core.sources.eventstore import stream_event_document
+from events.core.telemetry import current_traceparent
 from events.errors import (
     RelayError,
 )
@@ -62,6 +63,7 @@ class EventStore:
         if len(events) > MAX_BATCH_OPERATIONS:
             raise ValueError(f"at most {MAX_BATCH_OPERATIONS} events per append")
         now = self._clock()
+        ambient = current_traceparent()  # unless an event names its own (see OutboxEvent)
         operations = [
             (
                 "create",
@@ -73,7 +75,7 @@ class EventStore:
                         data=event.data,
                         time=now,
                         event_version=event.event_version,
-                        traceparent=event.traceparent,
+                        traceparent=event.traceparent or ambient,
                     ),
                 ),
             )

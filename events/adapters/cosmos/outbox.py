@@ -22,6 +22,7 @@ from events.adapters.cosmos.errors import TRANSIENT_STATUS, batch_error, transla
 from events.core.contracts import EventPayload
 from events.core.documents import partition_key_value
 from events.core.sources.outbox import outbox_document, outbox_event_id
+from events.core.telemetry import current_traceparent
 from events.errors import (
     InvalidDocumentError,
     OutboxError,
@@ -100,6 +101,8 @@ class OutboxWriter:
                 ("replace", (entity_id, dict(entity)), {"if_match_etag": if_match_etag})
             )
         now = self._clock()
+        # The application's current span, when it has one, unless an event names its own.
+        ambient = current_traceparent()
         for event in events:
             if event.partition_key is not None and event.partition_key != partition_key:
                 raise PartitionKeyMismatchError(
@@ -115,7 +118,7 @@ class OutboxWriter:
                 subject=event.subject,
                 time=_utc(event, now),
                 ttl_seconds=self._ttl,
-                traceparent=event.traceparent,
+                traceparent=event.traceparent or ambient,
             )
             operations.append(("create", (document,), {}))
         self._check_limits(operations)
