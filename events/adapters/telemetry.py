@@ -41,8 +41,12 @@ _AZURE_MONITOR_OFF: Final[Mapping[str, Mapping[str, bool]]] = {
 def _resource(service_name: str) -> Resource:
     from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
 
-    # Resource.create also reads OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES, which win.
-    return Resource.create({"service.name": service_name})
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win; the SDK's placeholder does not.
+    detected = Resource.create()
+    name = str(detected.attributes.get("service.name", ""))
+    if name and not name.startswith("unknown_service"):
+        return detected
+    return detected.merge(Resource({"service.name": service_name}))
 
 
 def install_azure_monitor(
@@ -50,17 +54,28 @@ def install_azure_monitor(
     credential: TokenCredential | None,
     *,
     service_name: str,
+    sampling_ratio: float | None = 1.0,
     logger_name: str = "events",
 ) -> None:
-    """Traces, metrics and the ``logger_name`` log records to Application Insights."""
+    """Traces, metrics and the ``logger_name`` log records to Application Insights.
+
+    ``sampling_ratio`` 1.0 keeps every trace: the relay makes one span per batch and per send,
+    not per event, and the distro's default (at most 5 traces a second, rate limited) drops
+    batches at random, the first ones of a process included. None leaves the choice to the
+    distro (``OTEL_TRACES_SAMPLER``).
+    """
     from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415
 
+    options: dict[str, object] = {}
+    if sampling_ratio is not None:
+        options["sampling_ratio"] = sampling_ratio
     configure_azure_monitor(
         connection_string=connection_string,
         credential=credential,
         resource=_resource(service_name),
         logger_name=logger_name,
         instrumentation_options=dict(_AZURE_MONITOR_OFF),
+        **options,
     )
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "EVENT_SOURCE",
     "SERVICEBUS_CONNECTION",
     "SERVICEBUS_TIMEOUT",
+    "TELEMETRY",
     "Settings",
     "app_settings",
     "load_settings",
@@ -49,6 +50,8 @@ EVENT_SOURCE: Final = "RELAY_EVENT_SOURCE"
 #: Seconds one network call may take before it counts as unavailable (docs/decisions.md, 15).
 COSMOS_TIMEOUT: Final = "RELAY_COSMOS_TIMEOUT"
 SERVICEBUS_TIMEOUT: Final = "RELAY_SERVICEBUS_TIMEOUT"
+#: Where traces and metrics go (events.hosts.telemetry): auto, azure-monitor, otlp, console, none.
+TELEMETRY: Final = "RELAY_TELEMETRY"
 
 _EVENT_SOURCE_DEFAULT: Final = "/integration-relay"
 
@@ -78,6 +81,7 @@ def app_settings(topology: Topology) -> tuple[str, ...]:
         f"{SERVICEBUS_CONNECTION}__fullyQualifiedNamespace",
         f"{SERVICEBUS_CONNECTION}__credential",
         f"{SERVICEBUS_CONNECTION}__clientId",
+        TELEMETRY,
         *setting_defaults(topology),
     )
 

@@ -16,7 +16,8 @@ value                   exporter
 ======================  ========================================================================
 
 Called by ``python -m events run`` and by ``function_app.py``. ``OTEL_SERVICE_NAME`` names
-the service (default ``events-relay``).
+the service (default ``events-relay``). Every trace is kept unless ``OTEL_TRACES_SAMPLER``
+asks otherwise (docs/observability.md, "Sampling").
 """
 
 from __future__ import annotations
@@ -27,17 +28,18 @@ from collections.abc import Mapping
 from typing import Final, Literal, get_args
 
 from events.connections import connection_string_parts
+from events.deployment.settings import TELEMETRY
 from events.errors import SettingsError
 
 __all__ = ["TELEMETRY", "Exporter", "choose_exporter", "configure_telemetry"]
 
 logger = logging.getLogger(__name__)
 
-TELEMETRY: Final = "RELAY_TELEMETRY"
 APPINSIGHTS_CONNECTION: Final = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 APPINSIGHTS_AUTHENTICATION: Final = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
 _OTLP_ENDPOINTS: Final = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _SERVICE_NAME: Final = "events-relay"
+_SAMPLER: Final = "OTEL_TRACES_SAMPLER"
 
 Exporter = Literal["azure-monitor", "otlp", "console", "none"]
 _CHOICES: Final = ("auto", *get_args(Exporter))
@@ -98,6 +100,8 @@ def configure_telemetry(
                 environ[APPINSIGHTS_CONNECTION].strip(),
                 credential_for("managedidentity", client_id) if aad else None,
                 service_name=service_name,
+                # Every trace, unless the standard variable asks for a sampler.
+                sampling_ratio=None if environ.get(_SAMPLER, "").strip() else 1.0,
             )
         elif exporter == "otlp":
             telemetry.install_otlp(service_name=service_name)

@@ -111,6 +111,19 @@ var baseSettings = [
     name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
     value: 'ClientId=${identityClientId};Authorization=AAD'
   }
+  // The relay's own traces and metrics (docs/observability.md): the Azure Monitor distro in the
+  // Python worker, signed in as the identity above. Named, not left to "auto", so that a
+  // missing connection string stops the app instead of silently exporting nothing.
+  {
+    name: 'RELAY_TELEMETRY'
+    value: 'azure-monitor'
+  }
+  // The Functions host already sends the worker's log lines to Application Insights; the
+  // distro exporting them too would store every line twice.
+  {
+    name: 'OTEL_LOGS_EXPORTER'
+    value: 'none'
+  }
   // Identity-based connections read by both the trigger bindings and the app's own clients.
   {
     name: 'RELAY_COSMOS__accountEndpoint'
