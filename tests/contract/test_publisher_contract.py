@@ -9,12 +9,14 @@ from dataclasses import dataclass
 
 import pytest
 from azure.servicebus import ServiceBusClient
+from opentelemetry.trace import SpanKind, StatusCode
 
 from devstack.servicebus import LocalServiceBus
 from events.adapters.servicebus import ServiceBusPublisher
 from events.core.messages import OutgoingMessage
 from events.core.publisher import InMemoryPublisher, Publisher
 from events.errors import EventTooLargeError, PublishUnavailableError
+from tests.fixtures.telemetry import Recorded
 
 Delivered = tuple[str, str, str, str, bytes, dict[str, str]]
 
@@ -203,3 +205,35 @@ def test_publisher_check_returns_an_equal_message_that_publishes_as_given(
 def test_publisher_unknown_destination_is_a_transient_failure(harness: Harness) -> None:
     with pytest.raises(PublishUnavailableError):
         harness.publisher.publish([_message("x", "s", destination="no-such-topic")])
+
+
+def test_publisher_traces_one_send_span_per_send_linked_to_each_writer(
+    harness: Harness, recorded: Recorded
+) -> None:
+    writers = [f"00-{n + 1:032x}-{n + 1:016x}-01" for n in range(3)]
+    plain = [_message(f"m-{n}", "s-0", size=200_000) for n in range(6)]
+    messages = [
+        OutgoingMessage(
+            m.destination,
+            m.message_id,
+            m.session_id,
+            m.subject,
+            m.content_type,
+            m.body,
+            {**m.application_properties, "cloudEvents:traceparent": writers[n % 3]},
+        )
+        for n, m in enumerate(plain)
+    ]
+
+    sends = harness.publisher.publish(messages)
+
+    spans = recorded.spans("send ")
+    assert len(spans) == sends > 1
+    counted = [(s.attributes or {}).get("messaging.batch.message_count", 1) for s in spans]
+    assert sum(c for c in counted if isinstance(c, int)) == len(messages)
+    for span in spans:
+        assert span.kind is SpanKind.PRODUCER
+        assert (span.attributes or {})["messaging.destination.name"] == "integration-events"
+        assert span.status.status_code is StatusCode.UNSET
+    linked = {link.context.trace_id for s in spans for link in s.links}
+    assert linked == {int(w.split("-")[1], 16) for w in writers}

@@ -114,3 +114,37 @@ def test_telemetry_console_exporter_prints_the_batch_and_send_spans_and_the_coun
     # The metrics are exported at exit (the providers shut down then).
     assert '"name": "events.relay.published"' in result.stderr
     assert '"service.name": "probe"' in result.stderr
+
+
+def test_telemetry_run_command_with_an_unknown_exporter_exits_2_naming_the_setting() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "events", "run"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", TELEMETRY: "jaeger"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert f"python -m events run: {TELEMETRY} must be one of" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_telemetry_function_app_configures_the_exporter_once_at_import() -> None:
+    probe = (
+        "import function_app; from events.hosts import telemetry; "
+        "print(telemetry.configure_telemetry({}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", TELEMETRY: "console"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    assert result.stdout.strip() == "console"

@@ -21,7 +21,7 @@ from azure.cosmos import DatabaseProxy
 from azure.servicebus import ServiceBusClient
 
 from devstack.cosmos import LocalCosmos
-from devstack.demo.stack import local_stack, relay_environment
+from devstack.demo.stack import Relay, local_stack, relay_environment
 from devstack.servicebus import LocalServiceBus
 from events.adapters.cosmos.outbox import OutboxEvent, OutboxWriter
 from events.adapters.cosmos.stores import CosmosInbox
@@ -30,6 +30,7 @@ from events.core.envelope import IntegrationEvent
 from events.core.messages import event_from_message
 from events.core.telemetry import METRIC_PUBLISHED, current_traceparent
 from events.deployment.contracts import OrderPlacedV1
+from events.deployment.settings import TELEMETRY
 from events.deployment.topology import load_topology
 from events.hosts.processor import build_processors, parse_args
 from events.hosts.runtime import Runtime
@@ -46,6 +47,22 @@ ORDER = "order-traced"
 def stack(tmp_path: Path) -> Iterator[tuple[LocalCosmos, LocalServiceBus]]:
     with local_stack(load_topology(), tmp_path) as servers:
         yield servers
+
+
+def _order() -> tuple[dict[str, object], OutboxEvent]:
+    order = {
+        "id": ORDER,
+        "partitionKey": ORDER,
+        "type": "Order",
+        "status": "placed",
+        "customerId": "c-1",
+        "totalCents": 4200,
+        "currency": "EUR",
+    }
+    placed = OrderPlacedV1(
+        order_id=ORDER, customer_id="c-1", total_cents=4200, currency="EUR", line_count=1
+    )
+    return order, OutboxEvent(placed, subject=ORDER)
 
 
 def _database(cosmos: LocalCosmos) -> DatabaseProxy:
@@ -98,20 +115,9 @@ def test_trace_consumer_span_continues_the_application_trace_on_the_local_stack(
     cosmos, bus = stack
     database = _database(cosmos)
     writer = OutboxWriter(database.get_container_client("orders"))
-    order = {
-        "id": ORDER,
-        "partitionKey": ORDER,
-        "type": "Order",
-        "status": "placed",
-        "customerId": "c-1",
-        "totalCents": 4200,
-        "currency": "EUR",
-    }
-    placed = OrderPlacedV1(
-        order_id=ORDER, customer_id="c-1", total_cents=4200, currency="EUR", line_count=1
-    )
+    order, placed = _order()
     with recorded.tracer.start_as_current_span("place order") as application_span:
-        [event_id] = writer.save(order, [OutboxEvent(placed, subject=ORDER)])
+        [event_id] = writer.save(order, [placed])
     application = application_span.get_span_context()
 
     handled: list[str | None] = []
@@ -159,3 +165,33 @@ def test_trace_consumer_span_continues_the_application_trace_on_the_local_stack(
     assert (send.attributes or {})["server.address"] == "127.0.0.1"
     assert all(s.context.trace_id != application.trace_id for s in linked)
     assert recorded.total(METRIC_PUBLISHED, **{"events.feed": "relay_orders"}) >= 1
+
+
+def test_trace_run_command_with_console_telemetry_prints_spans_linked_to_the_writer(
+    stack: tuple[LocalCosmos, LocalServiceBus], recorded: Recorded, tmp_path: Path
+) -> None:
+    cosmos, bus = stack
+    writer = OutboxWriter(_database(cosmos).get_container_client("orders"))
+    order, placed = _order()
+    with recorded.tracer.start_as_current_span("place order") as application_span:
+        writer.save(order, [placed])
+    trace_id = f"{application_span.get_span_context().trace_id:032x}"
+    log = tmp_path / "relay.log"
+    relay = Relay({**relay_environment(cosmos, bus), TELEMETRY: "console"}, log)
+
+    relay.start()
+    try:
+        deadline = time.monotonic() + DELIVERY_SECONDS
+        while time.monotonic() < deadline and "span 'send integration-events'" not in (
+            log.read_text() if log.exists() else ""
+        ):
+            time.sleep(0.5)
+    finally:
+        relay.stop()
+
+    lines = log.read_text().splitlines()
+    assert any("telemetry exporter=console" in line for line in lines)
+    sends = [line for line in lines if line.startswith("span 'send integration-events'")]
+    batches = [line for line in lines if line.startswith("span 'relay relay_orders'")]
+    assert any(trace_id in line for line in sends)
+    assert any(trace_id in line for line in batches)
