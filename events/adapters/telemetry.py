@@ -7,7 +7,7 @@ called once per process by a host (``events.hosts.telemetry``), decides where th
   with an Entra ID credential (the app's managed identity; the component has local auth off).
 - ``install_otlp``: OTLP over HTTP to a collector (the standard ``OTEL_EXPORTER_OTLP_*``
   variables configure the exporters).
-- ``install_console``: one line per span and the metrics (JSON) on stderr.
+- ``install_console``: one line per span and per metric point on stderr.
 
 The SDK and the exporters are imported inside each function: a process that exports nothing
 never loads them.
@@ -21,12 +21,18 @@ from typing import TYPE_CHECKING, Final, TextIO
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
-    from opentelemetry.sdk.metrics.export import MetricExporter
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter
 
-__all__ = ["install_azure_monitor", "install_console", "install_otlp", "span_line"]
+__all__ = [
+    "install_azure_monitor",
+    "install_console",
+    "install_otlp",
+    "metric_lines",
+    "span_line",
+]
 
 #: The distro's automatic instrumentations that stay off, and why (docs/observability.md):
 #: the Azure SDKs' own tracing stamps a second ``traceparent`` (the relay's, not the writer's)
@@ -135,17 +141,36 @@ def span_line(span: ReadableSpan) -> str:
     )
 
 
+def metric_lines(data: MetricsData) -> str:
+    """One line per data point: name, attributes, then the sum (counters) or the count, sum
+    and maximum (histograms), with the unit."""
+    from opentelemetry.sdk.metrics.export import HistogramDataPoint  # noqa: PLC0415
+
+    lines: list[str] = []
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    labels = ",".join(f"{k}={v!s}" for k, v in (point.attributes or {}).items())
+                    if isinstance(point, HistogramDataPoint):
+                        value = f"count={point.count} sum={point.sum:.6g} max={point.max:.6g}"
+                    else:
+                        value = f"value={getattr(point, 'value', '?')}"
+                    lines.append(f"metric {metric.name}{{{labels}}} {value} unit={metric.unit}\n")
+    return "".join(lines)
+
+
 def install_console(
     *, service_name: str, metrics_interval: float | None = None, out: TextIO | None = None
 ) -> None:
-    """Spans (one line each) and metrics (JSON) on ``out``, default stderr next to the logs."""
+    """Spans and metric points, one line each, on ``out`` (default stderr, next to the logs)."""
     from opentelemetry.sdk.metrics.export import ConsoleMetricExporter  # noqa: PLC0415
     from opentelemetry.sdk.trace.export import ConsoleSpanExporter  # noqa: PLC0415
 
     stream = out if out is not None else sys.stderr
     _install(
         ConsoleSpanExporter(out=stream, formatter=span_line),
-        ConsoleMetricExporter(out=stream),
+        ConsoleMetricExporter(out=stream, formatter=metric_lines),
         service_name,
         metrics_interval,
     )

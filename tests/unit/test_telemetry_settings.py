@@ -94,7 +94,7 @@ def test_telemetry_console_exporter_prints_the_batch_and_send_spans_and_the_coun
     result = subprocess.run(
         [sys.executable, "-c", _CONSOLE_PROBE],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", TELEMETRY: "console", "OTEL_SERVICE_NAME": "probe"},
+        env={"PATH": "/usr/bin:/bin", TELEMETRY: "console"},
         capture_output=True,
         text=True,
         check=True,
@@ -112,8 +112,10 @@ def test_telemetry_console_exporter_prints_the_batch_and_send_spans_and_the_coun
     assert f"links={trace_id}" in send
     assert "messaging.message.id=" in send
     # The metrics are exported at exit (the providers shut down then).
-    assert '"name": "events.relay.published"' in result.stderr
-    assert '"service.name": "probe"' in result.stderr
+    assert "metric events.relay.published{events.feed=relay_orders} value=1 unit={event}" in lines
+    [duration] = [line for line in lines if line.startswith("metric events.relay.batch.duration")]
+    assert "count=1 " in duration
+    assert duration.endswith("unit=s")
 
 
 def test_telemetry_run_command_with_an_unknown_exporter_exits_2_naming_the_setting() -> None:
