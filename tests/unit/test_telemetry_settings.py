@@ -150,3 +150,29 @@ def test_telemetry_function_app_configures_the_exporter_once_at_import() -> None
     )
 
     assert result.stdout.strip() == "console"
+
+
+def test_telemetry_package_and_relay_without_exporter_load_no_opentelemetry_sdk() -> None:
+    probe = (
+        "import sys, os; import events; from events.hosts.telemetry import configure_telemetry; "
+        "from events.core.publisher import InMemoryPublisher; "
+        "from events.core.quarantine import InMemoryQuarantine; from tests import factories; "
+        "configure_telemetry(os.environ); "
+        "factories.orders_relay(InMemoryPublisher(['integration-events', 'payments']), "
+        "InMemoryQuarantine()).process([factories.placed('o-1', 'e-1')]); "
+        "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('opentelemetry.')}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    loaded = result.stdout.strip()
+    assert "'trace'" in loaded  # the API
+    assert "'sdk'" not in loaded
+    assert "'exporter'" not in loaded
