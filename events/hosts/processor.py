@@ -49,7 +49,7 @@ from events.changefeed.processor import (
 )
 from events.errors import SettingsError, TransientError
 from events.hosts.runtime import Runtime, check_resources
-from events.hosts.telemetry import configure_telemetry
+from events.hosts.telemetry import choose_exporter, configure_telemetry
 
 if TYPE_CHECKING:
     from azure.cosmos import CosmosClient
@@ -414,7 +414,7 @@ def run_main(argv: list[str]) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level)
     try:
-        configure_telemetry(os.environ)
+        choose_exporter(os.environ)  # a bad telemetry setting fails before any wait
     except SettingsError as exc:
         print(f"python -m events run: {exc}", file=sys.stderr)
         return 2
@@ -433,6 +433,8 @@ def run_main(argv: list[str]) -> int:
     if started is None:
         return 0
     runtime, client = started
+    # After the start-up check, so that a configuration problem stays a single line.
+    configure_telemetry(os.environ)
     close = getattr(runtime.publisher, "close", None)
     if callable(close):
         shutdown.on_stop(close)
