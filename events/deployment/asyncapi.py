@@ -98,6 +98,14 @@ _ATTRIBUTE_DESCRIPTIONS: Final = {
 }
 
 
+_MESSAGE_DESCRIPTION: Final = (
+    "A CloudEvents 1.0 event in binary content mode: the contract's data is the JSON body, "
+    "the context attributes are application properties. The Service Bus message id is the "
+    "value of {messageId} (duplicate detection), the session id that of {sessionId} (the "
+    "aggregate: its events arrive in order), the subject that of {subject}."
+)
+
+
 def draft07_schema(schema: Mapping[str, Any], where: str) -> dict[str, Any]:
     """A contract's draft 2020-12 schema as draft-07: ``$schema`` dropped (``schemaFormat``
     says the dialect), ``$defs`` renamed ``definitions`` with its references. Raises
@@ -170,6 +178,11 @@ def _wire() -> _Wire:
     event = _probe(complete=True)
     by_value = {value: name for name, value in event.attributes().items()}
     full = to_message(event, Router(default="probe"))
+    unknown = sorted(
+        prop for prop, value in full.application_properties.items() if value not in by_value
+    )
+    if unknown:  # a property that carries no attribute: this module must learn what it is
+        raise ValueError(f"application properties not taken from an attribute: {unknown}")
     headers = {prop: by_value[value] for prop, value in full.application_properties.items()}
     minimal = to_message(_probe(complete=False), Router(default="probe"))
     required = tuple(prop for prop in headers if prop in minimal.application_properties)
@@ -230,6 +243,7 @@ def _message(model: type[EventPayload], wire: _Wire) -> dict[str, Any]:
     message: dict[str, Any] = {
         "name": model.event_type,
         "title": f"{model.event_type} v{model.version}",
+        "description": _MESSAGE_DESCRIPTION.format(**wire.broker),
         "contentType": wire.content_type,
         "headers": {
             "allOf": [
@@ -417,7 +431,8 @@ def asyncapi_document(deployment: Deployment, *, version: str) -> dict[str, Any]
                 "protocol": "amqps",
                 "protocolVersion": "1.0",
                 "title": "Azure Service Bus",
-                "description": "AMQP 1.0 over TLS (port 5671), or over WebSockets on 443.",
+                "description": "AMQP 1.0 over TLS (port 5671). The relay's setting "
+                "RELAY_SERVICEBUS__fullyQualifiedNamespace names the host.",
                 "variables": {"namespace": {"description": "The Service Bus namespace name."}},
                 "security": [{"$ref": f"#/components/securitySchemes/{SECURITY_SCHEME}"}],
             }
