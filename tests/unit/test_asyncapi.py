@@ -29,7 +29,7 @@ from events.deployment.asyncapi import (
 )
 from events.deployment.catalog import Deployment, load_deployment
 from events.deployment.contracts import OrderPlacedV1, default_registry
-from events.deployment.topology import DEFAULT_TOPOLOGY
+from events.deployment.topology import DEFAULT_TOPOLOGY, Topology
 from events.hosts.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -483,3 +483,104 @@ def test_schemas_command_help_exits_0(capsys: pytest.CaptureFixture[str]) -> Non
 
     assert exited.value.code == 0
     assert "asyncapi.json" in capsys.readouterr().out
+
+
+# --- arbitrary declarations ---------------------------------------------------------------
+
+_EVENT_TYPES = sorted({model.event_type for model in default_registry()})
+_NAME = st.from_regex(r"[a-z0-9][a-z0-9/-]{0,15}", fullmatch=True)
+_RULES = st.one_of(
+    st.just([]),
+    st.sampled_from([*_EVENT_TYPES, "Unknown"]).map(
+        lambda s: [{"name": "r", "filter": {"type": "correlation", "subject": s}}]
+    ),
+    st.just([{"name": "r", "filter": {"type": "sql", "expression": "sys.label = 'x'"}}]),
+)
+
+
+@st.composite
+def _service_bus(draw: st.DrawFn) -> dict[str, Any]:
+    names = draw(st.lists(_NAME, min_size=1, max_size=5, unique=True))
+    split = draw(st.integers(min_value=0, max_value=len(names)))
+    topics = []
+    for name in names[:split]:
+        subscriptions = draw(st.lists(_NAME, max_size=3, unique=True))
+        topics.append(
+            {
+                **{k: v for k, v in _queue(name).items() if k not in _DELIVERY},
+                "subscriptions": [
+                    {
+                        **{k: v for k, v in _queue(s).items() if k not in _ENTITY},
+                        "rules": draw(_RULES),
+                    }
+                    for s in subscriptions
+                ],
+            }
+        )
+    routes = draw(st.dictionaries(st.sampled_from(_EVENT_TYPES), st.sampled_from(names)))
+    return {
+        "maxMessageSizeKb": 256,
+        "defaultDestination": draw(st.sampled_from(names)),
+        "routes": routes,
+        "topics": topics,
+        "queues": [_queue(name) for name in names[split:]],
+    }
+
+
+_DELIVERY = {
+    "requiresSession",
+    "maxDeliveryCount",
+    "lockDuration",
+    "deadLetteringOnMessageExpiration",
+}
+_ENTITY = {"requiresDuplicateDetection", "duplicateDetectionHistoryTimeWindow"}
+_COSMOS = json.loads(DEFAULT_TOPOLOGY.read_text(encoding="utf-8"))["cosmos"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(service_bus=_service_bus())
+def test_asyncapi_any_declaration_gives_a_valid_complete_document(
+    service_bus: dict[str, Any],
+) -> None:
+    topology = Topology.model_validate({"cosmos": _COSMOS, "serviceBus": service_bus})
+    deployment = Deployment(Path("topology.json"), topology, default_registry(), ())
+    document = _document(deployment)
+    router = Router(service_bus["defaultDestination"], service_bus["routes"])
+    by_address = {c["address"]: c for c in document["channels"].values()}
+
+    def names(channel: dict[str, Any]) -> set[str]:
+        return {_resolve(document, ref)["name"] for ref in channel["messages"].values()}
+
+    assert _errors(document) == []
+    for entity in (*service_bus["topics"], *service_bus["queues"]):
+        routed = {t for t in _EVENT_TYPES if router.destination(t) == entity["name"]}
+        assert names(by_address[entity["name"]]) == routed
+        for subscription in entity.get("subscriptions", []):
+            rules = subscription["rules"]
+            admitted = {
+                t
+                for t in routed
+                if not rules
+                or rules[0]["filter"]["type"] == "sql"
+                or rules[0]["filter"]["subject"] == t
+            }
+            assert names(by_address[f"{entity['name']}/Subscriptions/{subscription['name']}"]) == (
+                admitted
+            )
+    assert len(document["channels"]) == len(by_address)
+
+
+def test_schemas_command_two_entities_with_one_channel_id_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # subscription integration-events/all and a queue named integration-events.all
+    path = _declaration(
+        tmp_path, lambda raw: raw["serviceBus"]["queues"].append(_queue("integration-events.all"))
+    )
+
+    code = main(["schemas", "--out", str(tmp_path / "out"), "--declaration", str(path)])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "'integration-events.all'" in err
