@@ -489,7 +489,7 @@ def test_schemas_command_help_exits_0(capsys: pytest.CaptureFixture[str]) -> Non
 
 _EVENT_TYPES = sorted({model.event_type for model in default_registry()})
 _NAME = st.from_regex(r"[a-z0-9][a-z0-9/-]{0,15}", fullmatch=True)
-_RULES = st.one_of(
+_RULES: st.SearchStrategy[list[dict[str, Any]]] = st.one_of(
     st.just([]),
     st.sampled_from([*_EVENT_TYPES, "Unknown"]).map(
         lambda s: [{"name": "r", "filter": {"type": "correlation", "subject": s}}]
