@@ -80,6 +80,8 @@ _NOT_DRAFT07: Final = frozenset(
 )
 #: Keywords whose value maps names to subschemas (the names are not keywords).
 _SCHEMA_MAPS: Final = frozenset({"$defs", "definitions", "properties", "patternProperties"})
+#: Keywords whose value is instance data, never a schema: copied as is.
+_DATA: Final = frozenset({"const", "default", "enum", "examples"})
 _ID_UNSAFE = re.compile(r"[^\w.\-]")
 
 _ATTRIBUTE_DESCRIPTIONS: Final = {
@@ -125,7 +127,9 @@ def _translate(node: object, where: str) -> Any:
     for key, value in node.items():
         if key in _NOT_DRAFT07:
             raise ValueError(f"{where}: keyword {key!r} has no draft-07 equivalent")
-        if key == "$ref" and isinstance(value, str):
+        if key in _DATA:
+            out[key] = value
+        elif key == "$ref" and isinstance(value, str):
             out[key] = value.replace("#/$defs/", "#/definitions/", 1)
         elif key in _SCHEMA_MAPS and isinstance(value, Mapping):
             name = "definitions" if key == "$defs" else key

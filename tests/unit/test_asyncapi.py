@@ -399,6 +399,7 @@ def test_draft07_schema_renames_defs_and_keeps_field_names_that_look_like_keywor
         "properties": {
             "prefixItems": {"type": "string"},
             "lines": {"type": "array", "items": {"$ref": "#/$defs/Line"}},
+            "extra": {"type": "object", "default": {"prefixItems": 1, "$defs": 2}},
         },
     }
 
@@ -407,6 +408,7 @@ def test_draft07_schema_renames_defs_and_keeps_field_names_that_look_like_keywor
         "properties": {
             "prefixItems": {"type": "string"},
             "lines": {"type": "array", "items": {"$ref": "#/definitions/Line"}},
+            "extra": {"type": "object", "default": {"prefixItems": 1, "$defs": 2}},
         },
     }
 
