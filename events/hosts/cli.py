@@ -61,8 +61,16 @@ def _schemas(argv: list[str]) -> int:
         f"({ASYNCAPI_FILE_NAME}) of the declaration's destinations and messages.",
     )
     parser.add_argument("--check", action="store_true", help="fail if the files differ")
-    parser.add_argument("--out", type=Path, default=SCHEMAS_DIR)
-    parser.add_argument("--declaration", type=Path, default=None, metavar="PATH")
+    parser.add_argument(
+        "--out", type=Path, default=SCHEMAS_DIR, metavar="DIR", help="default: schemas/"
+    )
+    parser.add_argument(
+        "--declaration",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the declaration to describe (default: infra/topology.json)",
+    )
     args = parser.parse_args(argv)
     try:
         files = _schema_files(args.declaration)
