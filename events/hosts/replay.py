@@ -64,7 +64,7 @@ from events.deployment.catalog import Deployment, FeedDefinition, load_deploymen
 from events.deployment.settings import Settings, load_settings
 from events.deployment.topology import Topology, iso_duration_seconds
 from events.errors import RelayError, SettingsError, TransientError
-from events.hosts.lag import OneLineParser
+from events.hosts.lag import OneLineParser, format_duration
 
 __all__ = [
     "Progress",
@@ -122,6 +122,10 @@ class Window:
         return int(self.since.timestamp()) <= ts < self.until.timestamp()
 
 
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def replay_prefix(feed_prefix: str, started: datetime) -> str:
     return f"replay-{started.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}.{feed_prefix}"
 
@@ -135,7 +139,7 @@ def window_warnings(
     ttl = topology.cosmos.outbox_ttl_seconds
     if "outbox" in definition_sources and age > ttl:
         problems.append(
-            f"the window starts {age / 86400:.1f} days ago, longer ago than the outbox TTL "
+            f"the window starts {format_duration(age)} ago, longer ago than the outbox TTL "
             f"({ttl} s, outboxTtlSeconds): outbox documents from then have expired, so the "
             "window is incomplete"
         )
@@ -147,9 +151,10 @@ def window_warnings(
         name, shortest = min(windows.items(), key=lambda item: item[1])
         if age > shortest:
             problems.append(
-                f"the window starts {age:.0f} s ago, longer ago than the duplicate-detection "
-                f"window of {name} ({shortest} s): Service Bus will not drop the events "
-                "consumers already received; they rely on their inbox (IdempotentConsumer)"
+                f"the window starts {format_duration(age)} ago, longer ago than the "
+                f"duplicate-detection window of {name} ({shortest} s): Service Bus will not "
+                "drop the events consumers already received; they rely on their inbox "
+                "(IdempotentConsumer)"
             )
     return problems
 
@@ -425,11 +430,17 @@ def main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
         )
         print(
             f"replay feed={args.feed} container={container} "
-            f"window=[{since.isoformat()}, {until.isoformat()}) prefix={prefix}"
+            f"window=[{_stamp(since)}, {_stamp(until)}) prefix={prefix}"
         )
         problems = window_warnings(deployment.topology, spec.sources, since, started)
         for problem in problems:
             print(f"WARNING: {problem}", file=sys.stderr)
+        if problems and not args.force and not args.dry_run:
+            print(
+                f"{_PROG}: refused (see the warnings above); --force to replay anyway",
+                file=sys.stderr,
+            )
+            return _EXIT_REFUSED
         dry_relay, dry_publisher = _dry_relay(settings, deployment, args.feed)
         counted = ReplayCounts()
         replay.count(dry_relay, counted)
@@ -441,12 +452,6 @@ def main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
             if problems:
                 print("a real run would be refused without --force", file=sys.stderr)
             return 0
-        if problems and not args.force:
-            print(
-                f"{_PROG}: refused (see the warnings above); --force to replay anyway",
-                file=sys.stderr,
-            )
-            return _EXIT_REFUSED
         print(f"to send: {counted.line()}")
         print("events keep the ids they were first published with (derived from the documents)")
         from events.hosts.runtime import Runtime  # noqa: PLC0415
