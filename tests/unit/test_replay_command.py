@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from events.changefeed import InMemoryChangeFeed, InMemoryLeaseStore
 from events.core.publisher import InMemoryPublisher
@@ -17,6 +20,7 @@ from events.hosts.replay import (
     ReplayCounts,
     Window,
     WindowReplay,
+    parse_time,
     replay_prefix,
     window_warnings,
 )
@@ -181,3 +185,57 @@ def test_progress_on_a_terminal_redraws_one_bar_in_place() -> None:
     assert text.count("\r") == 2
     assert text.endswith("] 4/4 documents 100%\n")
     assert "[###############...............] 2/4" in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_parse_time_any_text_is_an_aware_time_or_an_argument_error(text: str) -> None:
+    try:
+        moment = parse_time(text)
+    except argparse.ArgumentTypeError as exc:
+        message = str(exc)
+        moment = None
+    else:
+        message = ""
+    assert (moment is not None and moment.tzinfo is not None) or repr(text) in message
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    since=st.integers(0, 40),
+    length=st.integers(1, 40),
+    stamps=st.lists(st.integers(0, 45), min_size=1, max_size=12),
+)
+def test_replay_any_window_sends_exactly_the_documents_whose_ts_is_inside(
+    since: int, length: int, stamps: list[int]
+) -> None:
+    clock = Clock()
+    feed, store = InMemoryChangeFeed(ranges=3, clock=clock), InMemoryLeaseStore()
+    expected = set()
+    for n, offset in enumerate(sorted(stamps)):
+        clock.now = T0 + timedelta(seconds=offset)
+        feed.write(factories.placed(f"order-{n}", f"e-{n}"), f"order-{n}")
+        if since <= offset < since + length:
+            expected.add(factories.outbox_id(f"order-{n}", f"e-{n}"))
+    window = Window(T0 + timedelta(seconds=since), T0 + timedelta(seconds=since + length))
+    publisher = InMemoryPublisher(["integration-events", "payments"])
+    replay = WindowReplay(
+        feed,
+        store,
+        prefix=PREFIX,
+        window=window,
+        instance_id="r",
+        max_items=2,
+        sleep=lambda _: None,
+    )
+
+    replay.run(
+        factories.orders_relay(publisher, InMemoryQuarantine()),
+        ReplayCounts(),
+        Progress(len(expected), io.StringIO()),
+    )
+    replay.clean_up()
+
+    assert set(_delivered(publisher)) == expected
+    assert len(_delivered(publisher)) == len(expected)
+    assert store.list("") == []
