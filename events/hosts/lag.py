@@ -44,7 +44,7 @@ from events.changefeed.feed import ChangeFeed, FeedRange
 from events.changefeed.lag import LeaseLag, lease_lag, range_lag
 from events.changefeed.leases import LeaseStore
 from events.deployment.catalog import Deployment, load_deployment
-from events.deployment.settings import Settings, load_settings
+from events.deployment.settings import COSMOS_CONNECTION, DATABASE, Settings, load_settings
 from events.errors import RelayError, SettingsError
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ __all__ = [
     "LagMonitor",
     "MonitoredFeed",
     "OneLineParser",
+    "check_cosmos",
     "export_lag",
     "format_duration",
     "format_table",
@@ -266,6 +267,24 @@ def process_gauges() -> LagGauges:
         return _gauges
 
 
+def check_cosmos(
+    settings: Settings, deployment: Deployment, feeds: Sequence[str], *, verify_tls: bool
+) -> None:
+    """The database, the leases container and the containers of ``feeds`` exist (else one
+    SettingsError naming the setting), before a command reads them."""
+    from events.adapters.cosmos.client import check_containers, cosmos_client  # noqa: PLC0415
+
+    client = cosmos_client(settings.cosmos, verify_tls=verify_tls, timeout=settings.cosmos_timeout)
+    needed = [d.container for d in deployment.feeds if d.function_name in feeds]
+    needed.append(settings.roles["leases"])
+    check_containers(
+        client.get_database_client(settings.database),
+        {settings.container_settings[c]: settings.container(c) for c in needed},
+        database_setting=DATABASE,
+        connection_setting=COSMOS_CONNECTION,
+    )
+
+
 def monitor_for(
     settings: Settings,
     deployment: Deployment,
@@ -456,6 +475,7 @@ def main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
         settings = load_settings(
             environ if environ is not None else os.environ, deployment.topology
         )
+        check_cosmos(settings, deployment, shown, verify_tls=verify_tls)
         monitor = monitor_for(settings, deployment, verify_tls=verify_tls, limit=int(args.limit))
 
         def draw() -> str:

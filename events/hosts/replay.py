@@ -64,7 +64,7 @@ from events.deployment.catalog import Deployment, FeedDefinition, load_deploymen
 from events.deployment.settings import Settings, load_settings
 from events.deployment.topology import Topology, iso_duration_seconds
 from events.errors import RelayError, SettingsError, TransientError
-from events.hosts.lag import OneLineParser, format_duration
+from events.hosts.lag import OneLineParser, check_cosmos, format_duration
 
 __all__ = [
     "Progress",
@@ -405,6 +405,7 @@ def main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
         settings = load_settings(
             environ if environ is not None else os.environ, deployment.topology
         )
+        check_cosmos(settings, deployment, [args.feed], verify_tls=verify_tls)
         client = cosmos_client(
             settings.cosmos, verify_tls=verify_tls, timeout=settings.cosmos_timeout
         )
@@ -454,13 +455,17 @@ def main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
             return 0
         print(f"to send: {counted.line()}")
         print("events keep the ids they were first published with (derived from the documents)")
-        from events.hosts.runtime import Runtime  # noqa: PLC0415
+        from events.hosts.runtime import Runtime, check_resources  # noqa: PLC0415
 
         runtime = Runtime.from_environment(
             environ if environ is not None else os.environ,
             verify_tls=verify_tls,
             deployment=deployment,
         )
+        problems_now = check_resources(runtime, verify_tls=verify_tls)
+        if problems_now:
+            print(f"{_PROG}: {problems_now[0]}", file=sys.stderr)
+            return 1
         sent = ReplayCounts()
         progress = Progress(counted.documents, sys.stderr)
         try:

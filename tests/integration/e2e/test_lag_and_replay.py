@@ -330,3 +330,18 @@ def test_lag_bad_arguments_exit_2_with_one_line(args: list[str]) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("python -m events lag: ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["lag"], ["replay", "--feed", "relay_orders", "--since", "2026-12-01T00:00:00Z", "--dry-run"]],
+)
+def test_lag_and_replay_database_not_provisioned_exit_2_naming_the_setting(
+    env: dict[str, str], args: list[str]
+) -> None:
+    result = _events(env, *args)
+
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert names.DATABASE in lines[0]
