@@ -50,7 +50,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TextIO
@@ -252,7 +252,9 @@ class WindowReplay:
             return [(lease.feed_range, lease.position) for lease in existing]
         return [(feed_range, self._window.since) for feed_range in self._feed.feed_ranges()]
 
-    def _pages(self, feed_range: FeedRange, position: Position) -> Any:
+    def _pages(
+        self, feed_range: FeedRange, position: Position
+    ) -> Iterator[tuple[list[dict[str, Any]], str, bool]]:
         """(changes in the window, continuation, done) per page, until the range is done."""
         while True:
             page = self._feed.read_page(feed_range, position, self._max_items)
@@ -359,7 +361,9 @@ def _check_prefix(prefix: str, topology: Topology) -> None:
             )
 
 
-def _dry_relay(settings: Settings, deployment: Deployment, feed: str) -> tuple[Relay, Any]:
+def _dry_relay(
+    settings: Settings, deployment: Deployment, feed: str
+) -> tuple[Relay, InMemoryPublisher]:
     # Imported here: the runtime module is the composition root (it imports no SDK itself).
     from events.hosts.runtime import Runtime  # noqa: PLC0415
 

@@ -170,3 +170,25 @@ def test_feed_range_rows_keep_the_lease_range() -> None:
         InMemoryChangeFeed(ranges=2).feed_ranges()
     )
     assert all(isinstance(r.lag.feed_range, FeedRange) for r in rows if r.lag)
+
+
+def test_lag_functions_host_lease_in_the_old_format_is_listed_not_estimated() -> None:
+    from events.adapters.cosmos.changefeed import HostLease
+
+    store = InMemoryLeaseStore()
+    old = HostLease(
+        id="orders.account_db_coll..0", owner="worker-7", feed_range=None, position=None
+    )
+    monitor = LagMonitor(
+        [MonitoredFeed("relay_orders", "orders.", InMemoryChangeFeed(), lambda: [old])], store
+    )
+
+    rows = monitor.measure()
+    table = format_table(rows, ["relay_orders"])
+
+    assert [(r.lease, r.owner, r.lag) for r in rows] == [
+        ("orders.account_db_coll..0", "worker-7", None)
+    ]
+    assert "worker-7" in table
+    note = "Functions host lease (partition key range format): not estimated"
+    assert f"orders.account_db_coll..0: {note}" in table
