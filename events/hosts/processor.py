@@ -16,6 +16,10 @@ leases it owned before a crash and takes them back at once instead of waiting fo
 expire; two processes on one host lock different slots, so they never share an id. The OS
 drops the lock when the process dies, however it dies (docs/changefeed.md, "Instance id").
 
+Lag: every ``--lag-interval`` seconds (60) a monitor measures each feed's lag (its own
+change-feed readers, the same leases) and records it in the process's OpenTelemetry gauges
+``events.feed.lag.changes`` and ``events.feed.lag.seconds`` (``events.hosts.lag``).
+
 Stop: SIGINT/SIGTERM (or ``--duration``) set the stop event and close the publisher (a send
 in flight gives up at once); current batches finish or are abandoned without a checkpoint and
 leases are released, best effort, within ``--shutdown-timeout``. After that bound the
