@@ -12,6 +12,10 @@
                         document (asyncapi.json) to schemas/
     quarantine list|redrive [--feed F] [--aggregate KEY] [ID ...]
                         show quarantined documents; relay them again once fixed
+    lag [--feed F] [--watch [SECONDS]]
+                        per feed and lease: changes pending and how long the oldest waited
+    replay --feed F --since TIME [--until TIME] [--dry-run] [--force]
+                        relay a window of a container's changes again (new leases)
 
 ``python -m events --help`` prints this; ``python -m events <command> --help`` the options of
 one command. An unknown command exits with status 2.
@@ -135,6 +139,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "quarantine": _entry("events.hosts.redrive", "main"),
     "provision": _entry("events.hosts.provision", "main"),
     "check": _entry("events.hosts.check", "main"),
+    "lag": _entry("events.hosts.lag", "main"),
+    "replay": _entry("events.hosts.replay", "main"),
 }
 
 _HELP = ("-h", "--help", "help")
