@@ -4,10 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 COSMOS_NODE := devstack/cosmos
+# The official AsyncAPI JSON Schemas (npm @asyncapi/specs), for the test that validates schemas/asyncapi.json.
+ASYNCAPI_NODE := tools/asyncapi
 
 .PHONY: run test setup lint typecheck unit bench schemas emulator-config clean
 
-setup: $(VENV)/.installed $(COSMOS_NODE)/node_modules/.installed $(CHECKOV_VENV)/.installed
+setup: $(VENV)/.installed $(COSMOS_NODE)/node_modules/.installed $(ASYNCAPI_NODE)/node_modules/.installed $(CHECKOV_VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +26,10 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 
 $(COSMOS_NODE)/node_modules/.installed: $(COSMOS_NODE)/package.json $(COSMOS_NODE)/package-lock.json
 	cd $(COSMOS_NODE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(ASYNCAPI_NODE)/node_modules/.installed: $(ASYNCAPI_NODE)/package.json $(ASYNCAPI_NODE)/package-lock.json
+	cd $(ASYNCAPI_NODE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 run: $(VENV)/.installed $(COSMOS_NODE)/node_modules/.installed
@@ -50,4 +56,4 @@ emulator-config: $(VENV)/.installed
 	$(PY) -m devstack.emulator_config
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) $(COSMOS_NODE)/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(COSMOS_NODE)/node_modules $(ASYNCAPI_NODE)/node_modules .mypy_cache .ruff_cache .pytest_cache

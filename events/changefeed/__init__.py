@@ -11,7 +11,7 @@ ports; the long-running host is ``events.hosts.processor``.
 """
 
 from events.changefeed.feed import ChangeFeed, FeedRange, InMemoryChangeFeed, Page, StartFrom
-from events.changefeed.lag import estimate_lag
+from events.changefeed.lag import LeaseLag, estimate_lag, measure_lag
 from events.changefeed.leases import (
     InMemoryLeaseStore,
     Lease,
@@ -30,10 +30,12 @@ __all__ = [
     "InMemoryChangeFeed",
     "InMemoryLeaseStore",
     "Lease",
+    "LeaseLag",
     "LeaseManager",
     "LeaseStore",
     "Page",
     "StartFrom",
     "estimate_lag",
     "fair_share",
+    "measure_lag",
 ]

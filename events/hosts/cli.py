@@ -7,9 +7,15 @@
     dev [cosmos|servicebus] [...]
                         the local dev stack: with no sub-command, the whole flow on one
                         machine (servers, relay, demo writer and consumer)
-    schemas [--check]   export the event contracts' JSON Schemas to schemas/
+    schemas [--check] [--out DIR]
+                        export the event contracts' JSON Schemas and the AsyncAPI 3.0
+                        document (asyncapi.json) to schemas/
     quarantine list|redrive [--feed F] [--aggregate KEY] [ID ...]
                         show quarantined documents; relay them again once fixed
+    lag [--feed F] [--watch [SECONDS]]
+                        per feed and lease: changes pending and how long the oldest waited
+    replay --feed F --since TIME [--until TIME] [--dry-run] [--force]
+                        relay a window of a container's changes again (new leases)
 
 ``python -m events --help`` prints this; ``python -m events <command> --help`` the options of
 one command. An unknown command exits with status 2.
@@ -23,32 +29,79 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from events.deployment.contracts import default_registry
+from events.deployment.asyncapi import ASYNCAPI_FILE_NAME, asyncapi_text
+from events.deployment.catalog import load_deployment
+from events.errors import SettingsError
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+PROJECT_FILE = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def _project_version() -> str:
+    """The project's version (``pyproject.toml``), the published document's info version."""
+    try:
+        project = tomllib.loads((PROJECT_FILE).read_text(encoding="utf-8"))["project"]
+        return str(project["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "0.0.0"
+
+
+def _schema_files(declaration: Path | None) -> dict[str, str]:
+    """File name -> text: each contract's JSON Schema and the AsyncAPI document."""
+    deployment = load_deployment(declaration)
+    files = deployment.contracts.schemas()
+    files[ASYNCAPI_FILE_NAME] = asyncapi_text(deployment, version=_project_version())
+    return files
 
 
 def _schemas(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m events schemas")
+    parser = argparse.ArgumentParser(
+        prog="python -m events schemas",
+        description="Write each contract's JSON Schema and the AsyncAPI 3.0 document "
+        f"({ASYNCAPI_FILE_NAME}) of the declaration's destinations and messages.",
+    )
     parser.add_argument("--check", action="store_true", help="fail if the files differ")
-    parser.add_argument("--out", type=Path, default=SCHEMAS_DIR)
+    parser.add_argument(
+        "--out", type=Path, default=SCHEMAS_DIR, metavar="DIR", help="default: schemas/"
+    )
+    parser.add_argument(
+        "--declaration",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the declaration to describe (default: infra/topology.json)",
+    )
     args = parser.parse_args(argv)
-    registry = default_registry()
+    try:
+        files = _schema_files(args.declaration)
+    except (SettingsError, ValueError) as exc:
+        print(f"python -m events schemas: {exc}", file=sys.stderr)
+        return 2
     if args.check:
         stale = [
             name
-            for name, text in registry.schemas().items()
+            for name, text in files.items()
             if not (args.out / name).is_file()
             or (args.out / name).read_text(encoding="utf-8") != text
         ]
         for name in stale:
             print(f"out of date: {args.out / name}", file=sys.stderr)
         return 1 if stale else 0
-    for path in registry.export(args.out):
-        print(path)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (args.out / name).write_text(text, encoding="utf-8")
+            print(args.out / name)
+    except OSError as exc:
+        print(
+            f"python -m events schemas: cannot write to {args.out}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
@@ -86,6 +139,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "quarantine": _entry("events.hosts.redrive", "main"),
     "provision": _entry("events.hosts.provision", "main"),
     "check": _entry("events.hosts.check", "main"),
+    "lag": _entry("events.hosts.lag", "main"),
+    "replay": _entry("events.hosts.replay", "main"),
 }
 
 _HELP = ("-h", "--help", "help")

@@ -23,6 +23,7 @@ from events.core.quarantine import ExpiryNotice
 from events.deployment.catalog import Deployment, FeedDefinition, load_deployment
 from events.deployment.settings import COSMOS_CONNECTION, DATABASE
 from events.errors import SettingsError
+from events.hosts.lag import LagGauges, LagMonitor, monitor_for, process_gauges, totals
 from events.hosts.redrive import expiry_notice, warn_expiring
 from events.hosts.runtime import Runtime, current
 
@@ -31,6 +32,8 @@ __all__ = ["MAX_ITEMS_PER_INVOCATION", "RETRY_MAXIMUM_INTERVAL", "blueprint"]
 MAX_ITEMS_PER_INVOCATION = 100
 #: Daily at 06:00 UTC (NCRONTAB: second minute hour day month weekday).
 QUARANTINE_EXPIRY_SCHEDULE = "0 0 6 * * *"
+#: Every minute, at second 0: the lag gauges' refresh (the default metric export interval).
+FEED_LAG_SCHEDULE = "0 * * * * *"
 RETRY_MINIMUM_INTERVAL = "00:00:02"
 RETRY_MAXIMUM_INTERVAL = "00:05:00"
 
@@ -59,10 +62,15 @@ def _handler(
 
 
 def blueprint(
-    runtime: Callable[[], Runtime] = current, deployment: Deployment | None = None
+    runtime: Callable[[], Runtime] = current,
+    deployment: Deployment | None = None,
+    lag_monitor: Callable[[], LagMonitor] | None = None,
+    lag_gauges: Callable[[], LagGauges] = process_gauges,
 ) -> func.Blueprint:
     """One trigger per feed of the declaration (default: the one shipped with the app), bound
-    to setting names, not values. A bad declaration raises SettingsError here, at start-up."""
+    to setting names, not values, plus the timers (quarantine expiry, feed lag). A bad
+    declaration raises SettingsError here, at start-up. ``lag_monitor`` defaults to one built
+    from ``runtime``'s settings on first use (reads the leases and the feeds)."""
     declared = deployment if deployment is not None else load_deployment()
     leases = declared.topology.cosmos.one("leases").setting
     bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the library leaves it untyped
@@ -97,7 +105,46 @@ def blueprint(
                 arg_name="timer", schedule=QUARANTINE_EXPIRY_SCHEDULE, run_on_startup=False
             )(_expiry_handler(runtime, notice))
         )
+    monitor = lag_monitor if lag_monitor is not None else _cached_monitor(runtime)
+    bp.function_name("feed_lag")(
+        bp.timer_trigger(arg_name="timer", schedule=FEED_LAG_SCHEDULE, run_on_startup=False)(
+            _lag_handler(monitor, lag_gauges)
+        )
+    )
     return bp
+
+
+def _cached_monitor(runtime: Callable[[], Runtime]) -> Callable[[], LagMonitor]:
+    built: list[LagMonitor] = []
+
+    def monitor() -> LagMonitor:
+        if not built:
+            current_runtime = runtime()
+            built.append(monitor_for(current_runtime.settings, current_runtime.deployment))
+        return built[0]
+
+    return monitor
+
+
+def _lag_handler(
+    monitor: Callable[[], LagMonitor], gauges: Callable[[], LagGauges]
+) -> Callable[[func.TimerRequest], None]:
+    def feed_lag(timer: func.TimerRequest) -> None:
+        """Measure every feed's lag: one INFO line per feed, and the gauges' new figures."""
+        rows = monitor().measure()
+        gauges().record(rows)
+        for feed, (pending, behind) in totals(rows).items():
+            leases = sum(1 for row in rows if row.feed == feed)
+            logger.info(
+                "feed lag feed=%s pending=%d behind_s=%.0f leases=%d",
+                feed,
+                pending,
+                behind,
+                leases,
+                extra={"feed": feed, "pending": pending, "behind_s": behind},
+            )
+
+    return feed_lag
 
 
 def _expiry_handler(

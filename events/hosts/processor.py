@@ -16,6 +16,10 @@ leases it owned before a crash and takes them back at once instead of waiting fo
 expire; two processes on one host lock different slots, so they never share an id. The OS
 drops the lock when the process dies, however it dies (docs/changefeed.md, "Instance id").
 
+Lag: every ``--lag-interval`` seconds (60) a monitor measures each feed's lag (its own
+change-feed readers, the same leases) and records it in the process's OpenTelemetry gauges
+``events.feed.lag.changes`` and ``events.feed.lag.seconds`` (``events.hosts.lag``).
+
 Stop: SIGINT/SIGTERM (or ``--duration``) set the stop event and close the publisher (a send
 in flight gives up at once); current batches finish or are abandoned without a checkpoint and
 leases are released, best effort, within ``--shutdown-timeout``. After that bound the
@@ -48,6 +52,7 @@ from events.changefeed.processor import (
     ChangeFeedProcessor,
 )
 from events.errors import SettingsError, TransientError
+from events.hosts.lag import export_lag, monitor_for, process_gauges
 from events.hosts.runtime import Runtime, check_resources
 from events.hosts.telemetry import choose_exporter, configure_telemetry
 
@@ -243,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=SHUTDOWN_TIMEOUT,
         help="seconds from SIGTERM/SIGINT to exit, leases released best effort "
         f"(default {SHUTDOWN_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--lag-interval",
+        type=_number(float),
+        default=60.0,
+        help="seconds between two measures of the lag exported as the gauges "
+        "events.feed.lag.changes and events.feed.lag.seconds (default 60)",
     )
     parser.add_argument("--log-level", type=parse_log_level, default="INFO")
     return parser
@@ -451,6 +463,8 @@ def run_main(argv: list[str]) -> int:
         processors[0].instance_id,
         ",".join(p.name for p in processors),
     )
+    monitor = monitor_for(runtime.settings, runtime.deployment, verify_tls=not args.insecure_local)
+    export_lag(monitor, process_gauges(), interval=args.lag_interval, stop=stop)
     if not run_processors(processors, stop, args.duration, shutdown):
         force_exit("processor threads did not stop")
     claim.close()

@@ -11,13 +11,17 @@ from typing import Any
 import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from events.changefeed import InMemoryChangeFeed, InMemoryLeaseStore, LeaseManager
 from events.core.publisher import InMemoryPublisher
 from events.core.quarantine import InMemoryQuarantine
 from events.deployment import settings
 from events.deployment.topology import iso_duration_seconds, load_topology
 from events.errors import PublishUnavailableError, SettingsError
 from events.hosts.functions import blueprint
+from events.hosts.lag import LagGauges, LagMonitor, MonitoredFeed
 from events.hosts.runtime import Runtime
 from tests import factories
 from tests.app_functions import feed_functions, registered_functions
@@ -33,11 +37,11 @@ def _functions(app: func.FunctionApp) -> dict[str, Any]:
     return {str(fn.get_function_name()): fn for fn in app.get_functions()}
 
 
-def test_app_registers_one_cosmos_trigger_per_feed_and_the_quarantine_expiry_timer() -> None:
+def test_app_registers_one_cosmos_trigger_per_feed_and_the_two_timers() -> None:
     functions = {fn.get_function_name(): _bindings(fn)["type"] for fn in registered_functions()}
 
     feeds = {f.function_name: "cosmosDBTrigger" for f in factories.DEPLOYMENT.feeds}
-    assert functions == {**feeds, "quarantine_expiry": "timerTrigger"}
+    assert functions == {**feeds, "quarantine_expiry": "timerTrigger", "feed_lag": "timerTrigger"}
 
 
 def test_app_triggers_use_setting_names_and_never_create_the_lease_container() -> None:
@@ -213,3 +217,67 @@ def test_app_quarantine_expiry_timer_warns_once_per_record_near_its_ttl(
     assert len(warnings) == 1
     assert f"quarantine record expires soon quarantine_id={old.id}" in warnings[0]
     assert "document_id=o-old" in warnings[0]
+
+
+def test_app_feed_lag_timer_runs_every_minute_and_not_on_startup() -> None:
+    [timer] = [fn for fn in registered_functions() if fn.get_function_name() == "feed_lag"]
+
+    binding = _bindings(timer)
+
+    assert binding["type"] == "timerTrigger"
+    assert binding["direction"] == "IN"
+    assert binding["schedule"] == "0 * * * * *"
+    assert binding["runOnStartup"] is False
+
+
+def test_app_feed_lag_timer_logs_one_line_per_feed_and_feeds_the_gauges(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime, _, _ = factories.in_memory_runtime()
+    feeds = {d.function_name: InMemoryChangeFeed() for d in factories.DEPLOYMENT.feeds}
+    store = InMemoryLeaseStore()
+    for definition in factories.DEPLOYMENT.feeds:
+        LeaseManager(
+            store,
+            prefix=definition.lease_prefix,
+            instance_id="worker-1",
+            lease_duration=timedelta(minutes=1),
+        ).ensure(feeds[definition.function_name].feed_ranges(), "beginning")
+    feeds["relay_orders"].write(factories.placed("o-1", "e-1"), "o-1")
+    feeds["relay_orders"].write(factories.placed("o-2", "e-2"), "o-2")
+    monitor = LagMonitor(
+        [
+            MonitoredFeed(d.function_name, d.lease_prefix, feeds[d.function_name])
+            for d in factories.DEPLOYMENT.feeds
+        ],
+        store,
+    )
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    gauges = LagGauges(provider.get_meter("test"))
+    app = func.FunctionApp()
+    app.register_functions(
+        blueprint(lambda: runtime, lag_monitor=lambda: monitor, lag_gauges=lambda: gauges)
+    )
+    feed_lag = _functions(app)["feed_lag"].get_user_function()
+    caplog.set_level(logging.INFO, logger="events.hosts")
+
+    feed_lag(TimerRequest(past_due=False))
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "events.hosts.functions"]
+    assert len(lines) == len(factories.DEPLOYMENT.feeds)
+    assert any(line.startswith("feed lag feed=relay_orders pending=2 ") for line in lines)
+    assert any(line.startswith("feed lag feed=relay_eventstore pending=0 ") for line in lines)
+    data = reader.get_metrics_data()
+    assert data is not None
+    changes = {
+        (str(p.attributes["feed"]), str(p.attributes["lease"])): p.value  # type: ignore[union-attr,index]
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "events.feed.lag.changes"
+        for p in metric.data.data_points
+    }
+    assert changes[("relay_orders", "relay-orders.00-FF")] == 2
+    assert changes[("relay_eventstore", "relay-eventstore.00-FF")] == 0
+    provider.shutdown()

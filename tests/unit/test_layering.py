@@ -110,6 +110,7 @@ def test_functions_package_ships_the_declaration_and_the_package_only() -> None:
             "devstack/cosmos.py",
             "tests/factories.py",
             "docs/decisions.md",
+            "tools/asyncapi/package.json",
         )
     }
 
@@ -123,6 +124,7 @@ def test_functions_package_ships_the_declaration_and_the_package_only() -> None:
         "devstack/cosmos.py": False,
         "tests/factories.py": False,
         "docs/decisions.md": False,
+        "tools/asyncapi/package.json": False,
     }
 
 

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import events
+from events.deployment.asyncapi import ASYNCAPI_FILE_NAME, asyncapi_text
+from events.deployment.catalog import load_deployment
 from events.deployment.contracts import default_registry
-from events.hosts.cli import SCHEMAS_DIR
+from events.hosts.cli import SCHEMAS_DIR, _project_version
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,8 +37,9 @@ def test_public_api_import_loads_no_azure_sdk_until_an_adapter_is_used() -> None
     assert result.stdout.strip() == "[] True"
 
 
-def test_schemas_committed_files_equal_the_contracts() -> None:
+def test_schemas_committed_files_equal_the_contracts_and_the_declaration() -> None:
     expected = default_registry().schemas()
+    expected[ASYNCAPI_FILE_NAME] = asyncapi_text(load_deployment(), version=_project_version())
     committed = {path.name: path.read_text(encoding="utf-8") for path in SCHEMAS_DIR.glob("*.json")}
 
     assert committed == expected

@@ -10,8 +10,12 @@ https://learn.microsoft.com/azure/cosmos-db/nosql/change-feed-pull-model
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +32,7 @@ from events.changefeed.feed import FeedRange, Page, Position
 from events.changefeed.leases import Lease
 from events.errors import StoreUnavailableError
 
-__all__ = ["CosmosChangeFeed", "CosmosLeaseStore"]
+__all__ = ["CosmosChangeFeed", "CosmosLeaseStore", "HostLease", "host_leases"]
 
 
 class _HeaderCapture:
@@ -88,6 +92,26 @@ class CosmosChangeFeed:
                 self._resumable[feed_range] = (token, pages, capture)
         return Page(items=items, continuation=token)
 
+    def continuation_at(self, feed_range: FeedRange, etag: str) -> str:
+        """A continuation of this feed that resumes ``feed_range`` after ``etag`` (the server's
+        change-feed etag, as the .NET change-feed processor stores it in its leases).
+
+        Built from the feed's own continuation for "now" with the etag put in place of its
+        token: the SDK's token format is an SDK internal (base64 JSON), so a change there
+        shows in the integration test that measures a Functions-host lease.
+        """
+        template = self.read_page(feed_range, "now", 1).continuation
+        try:
+            state = json.loads(base64.b64decode(template))
+            for part in state["continuation"]["continuation"]:
+                part["token"] = etag
+        except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+            raise StoreUnavailableError(
+                f"{self._where}: the SDK's change-feed continuation has an unknown format "
+                f"({exc}); a Functions-host lease cannot be read with this SDK version"
+            ) from exc
+        return base64.b64encode(json.dumps(state).encode()).decode()
+
     def _pages(
         self, feed_range: FeedRange, position: Position, max_items: int
     ) -> tuple[Iterator[Any], _HeaderCapture]:
@@ -131,7 +155,12 @@ class CosmosLeaseStore:
                     enable_cross_partition_query=True,
                 )
             )
-        return sorted((Lease.from_document(d) for d in documents), key=lambda lease: lease.id)
+        # The Functions host keeps its own lease documents (another format, no leaseFormat)
+        # in the same container under the same prefix: they are not this processor's.
+        return sorted(
+            (Lease.from_document(d) for d in documents if "leaseFormat" in d),
+            key=lambda lease: lease.id,
+        )
 
     def get(self, lease_id: str) -> Lease | None:
         try:
@@ -174,3 +203,68 @@ class CosmosLeaseStore:
                 self._container.delete_item(lease.id, partition_key=lease.id)
         except CosmosResourceNotFoundError:
             return
+
+
+@dataclass(frozen=True)
+class HostLease:
+    """A lease the Functions host (the Cosmos DB trigger's change-feed processor) wrote.
+
+    ``feed_range`` is None for a lease in the old partition-key-range format (``LeaseToken``
+    only, no ``FeedRange``), ``position`` is None when that or the lease has no checkpoint
+    yet: such a lease is listed, not measured.
+    """
+
+    id: str
+    owner: str | None
+    feed_range: FeedRange | None
+    position: str | None
+
+
+def _host_range(document: Mapping[str, Any]) -> FeedRange | None:
+    raw = document.get("FeedRange")
+    if not isinstance(raw, Mapping):
+        return None
+    bounds = raw.get("Range")
+    if not isinstance(bounds, Mapping) or "min" not in bounds or "max" not in bounds:
+        return None
+    return FeedRange(min=str(bounds["min"]), max=str(bounds["max"]))
+
+
+def host_leases(container: ContainerProxy, prefix: str, feed: CosmosChangeFeed) -> list[HostLease]:
+    """The Functions host's leases under ``prefix`` (documents with a ``ContinuationToken``;
+    its ``.info`` and ``.lock`` documents are skipped), each with a position ``feed`` reads.
+
+    The format (Microsoft.Azure.Cosmos ``DocumentServiceLeaseCoreEpk``, written by the Cosmos
+    DB extension 4.x): ``{"id", "version": 1, "LeaseToken", "FeedRange": {"Range": {"min",
+    "max"}}, "Owner", "ContinuationToken": "<server etag>", "timestamp", "properties"}``.
+    """
+    where = location_of(container)
+    with translate_cosmos_errors("list leases", where=where):
+        documents = list(
+            container.query_items(
+                "SELECT * FROM c WHERE STARTSWITH(c.id, @prefix)",
+                parameters=[{"name": "@prefix", "value": prefix}],
+                enable_cross_partition_query=True,
+            )
+        )
+    found = []
+    for document in sorted(documents, key=lambda d: str(d["id"])):
+        if "leaseFormat" in document or "ContinuationToken" not in document:
+            continue
+        feed_range = _host_range(document)
+        token = document.get("ContinuationToken")
+        position = (
+            feed.continuation_at(feed_range, token)
+            if feed_range is not None and isinstance(token, str) and token
+            else None
+        )
+        owner = document.get("Owner")
+        found.append(
+            HostLease(
+                id=str(document["id"]),
+                owner=str(owner) if owner else None,
+                feed_range=feed_range,
+                position=position,
+            )
+        )
+    return found
