@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import azure.functions as func
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,6 +31,7 @@ from events.core.telemetry import (
     instrument,
 )
 from events.errors import PublishUnavailableError
+from events.hosts.functions import blueprint
 from tests import factories
 from tests.fixtures.telemetry import Recorded
 
@@ -275,4 +277,36 @@ def test_relay_batch_links_are_exactly_the_distinct_valid_writer_contexts(
     ]
     assert [(link.context.trace_id, link.context.span_id) for link in span.links] == [
         (_trace_id(tp), int(tp.split("-")[2], 16)) for tp in valid
+    ]
+
+
+def test_functions_trigger_invocation_traces_the_batch_and_counts_a_retried_batch_once(
+    recorded: Recorded,
+) -> None:
+    publisher = InMemoryPublisher(["integration-events", "payments"])
+    publisher.fail_on_send(1)
+    runtime, _, _ = factories.in_memory_runtime(publisher)
+    app = func.FunctionApp()
+    app.register_functions(blueprint(lambda: runtime))
+    [relay_orders] = [
+        fn.get_user_function()
+        for fn in app.get_functions()
+        if fn.get_function_name() == "relay_orders"
+    ]
+    documents = func.DocumentList([func.Document.from_dict(_placed("o-1", "e-1", WRITER_A))])
+
+    with pytest.raises(PublishUnavailableError):
+        relay_orders(documents)  # the host retries the same batch
+    relay_orders(documents)
+
+    failed, succeeded = recorded.spans("relay ")
+    assert failed.status.status_code is StatusCode.ERROR
+    assert succeeded.status.status_code is StatusCode.UNSET
+    assert [link.context.trace_id for link in succeeded.links] == [_trace_id(WRITER_A)]
+    assert recorded.total(METRIC_PUBLISHED) == 1
+    assert recorded.total(METRIC_SENDS) == 1
+    durations = recorded.points(METRIC_BATCH_DURATION)
+    assert sorted(str(dict(p.attributes or {}).get("error.type", "")) for p in durations) == [
+        "",
+        "PublishUnavailableError",
     ]
