@@ -11,13 +11,13 @@ value                   exporter
 ``azure-monitor``       Application Insights; ``APPLICATIONINSIGHTS_AUTHENTICATION_STRING``
                         (``Authorization=AAD;ClientId=<id>``) names the managed identity
 ``otlp``                OTLP over HTTP (the ``OTEL_EXPORTER_OTLP_*`` variables)
-``console``             one line per span and the metrics on stderr
+``console``             one line per span and per metric point on stderr
 ``none``                nothing installed: the API's no-ops
 ======================  ========================================================================
 
 Called by ``python -m events run`` and by ``function_app.py``. ``OTEL_SERVICE_NAME`` names
 the service (default ``events-relay``). Every trace is kept unless ``OTEL_TRACES_SAMPLER``
-asks otherwise (docs/observability.md, "Sampling").
+asks otherwise (docs/observability.md, "What the distro is told, and why").
 """
 
 from __future__ import annotations
