@@ -9,16 +9,23 @@ the host must redeliver the same batch without moving its checkpoint.
 The rule that makes this hold for any document: mapping is pure, so ANY exception while
 mapping one document (its partition key, its source, its contract, its envelope, its message,
 the size check) is permanent for that document: it is quarantined with the reason, the error
-type and message, and its aggregate is parked for the rest of the batch. Only I/O (the
-quarantine write, the publish, a ``TransientError`` from the size check) is transient; any
-other exception escaping I/O is reported as transient too, since retrying is the only safe
-answer when it is not known what was written.
+type and message, and its aggregate is parked. Only I/O (the parked-aggregate check, the
+quarantine write, the publish, the park, a ``TransientError`` from the size check) is
+transient; any other exception escaping I/O is reported as transient too, since retrying is
+the only safe answer when it is not known what was written.
+
+Parked aggregates: before mapping, one question to the quarantine store says which aggregates
+of the batch are parked by an earlier batch; a change of a parked aggregate, or of one parked
+earlier in this batch, is quarantined behind it (``blocked-behind-quarantined-change``) unless
+it fails on its own (then its own reason is kept). The writes go records, then publish, then
+park: a batch that fails before its end parks nothing, so its retry maps exactly as the first
+attempt did, and the next batch runs only after this one parked its aggregates.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -134,13 +141,17 @@ class Relay:
         self._clock = clock
         self._context = feed.context()
 
-    def process(self, documents: Sequence[Document]) -> BatchOutcome:
-        plan = _Plan(messages=[], quarantined=[], blocked=set())
+    def process(self, documents: Sequence[Document], *, parked_check: bool = True) -> BatchOutcome:
+        """Relay one batch. ``parked_check=False`` is for a re-drive only: it republishes a
+        parked aggregate's own records, in change order, so they must not wait behind it."""
+        blocked = self._parked(documents) if parked_check else set()
+        plan = _Plan(messages=[], quarantined=[], blocked=blocked)
         for document in documents:
             self._plan_one(document, plan)
         for record in plan.quarantined:
             self._store(record)
         sends = self._publish(plan.messages) if plan.messages else 0
+        self._park_aggregates({r.partition_key for r in plan.quarantined} - {_UNKNOWN})
         outcome = BatchOutcome(
             documents=len(documents),
             events=len(plan.messages),
@@ -164,9 +175,9 @@ class Relay:
         partition_key = _UNKNOWN
         try:
             partition_key = self._partition_key(document)
+            messages = self._map(document, partition_key)
             if partition_key in plan.blocked:
                 raise _Parked
-            messages = self._map(document, partition_key)
         except TransientError:
             raise  # the size check could not reach the broker: retry the whole batch
         except Exception as exc:  # noqa: BLE001 - mapping is pure: any failure is this document's
@@ -197,6 +208,38 @@ class Relay:
             return None
         # Publish what the check returns: it carries the encoding the check measured.
         return [self._publisher.check(to_message(event, self._router)) for event in events]
+
+    def _parked(self, documents: Iterable[Document]) -> set[str]:
+        """The aggregates of this batch that an earlier batch parked: one store request."""
+        keys: set[str] = set()
+        for document in documents:
+            try:
+                keys.add(partition_key_value(document, self.feed.partition_key_path))
+            except Exception:  # noqa: BLE001, S112 - such a document is quarantined when planned
+                continue
+        if not keys:
+            return set()
+        try:
+            return self._quarantine.parked(self.feed.name, keys)
+        except TransientError:
+            raise
+        except Exception as exc:
+            raise StoreUnavailableError(
+                f"parked-aggregate check of feed {self.feed.name} failed: {type(exc).__name__}"
+            ) from exc
+
+    def _park_aggregates(self, partition_keys: set[str]) -> None:
+        at = self._clock()
+        for partition_key in sorted(partition_keys):
+            try:
+                self._quarantine.park(self.feed.name, partition_key, at)
+            except TransientError:
+                raise
+            except Exception as exc:
+                raise StoreUnavailableError(
+                    f"parking aggregate {_printable(partition_key)} of feed {self.feed.name} "
+                    f"failed: {type(exc).__name__}"
+                ) from exc
 
     def _store(self, record: QuarantineRecord) -> None:
         try:
