@@ -133,6 +133,8 @@ class AggregateRedrive:
     partition_key: str
     outcomes: list[tuple[QuarantineRecord, RedriveResult | None]]
     released: bool
+    #: Whether the aggregate had a record or a marker at all.
+    found: bool = True
 
 
 def redrive_aggregate(
@@ -169,7 +171,8 @@ def redrive_aggregate(
             return AggregateRedrive(feed, partition_key, outcomes, released=False)
         if marker is None:
             if not records:
-                return AggregateRedrive(feed, partition_key, outcomes, released=True)
+                found = bool(outcomes) or _round > 0
+                return AggregateRedrive(feed, partition_key, outcomes, released=True, found=found)
             continue  # records whose park is still to come: look again
         if admin.release(marker):
             return AggregateRedrive(feed, partition_key, outcomes, released=True)
@@ -201,6 +204,8 @@ def _run_redrive(
     resolved = stayed = released = parked = 0
     for feed, partition_key in aggregates:
         done = redrive_aggregate(feed, partition_key, runtime, admin)
+        if not done.found:
+            continue
         blocker = ""
         for number, (record, result) in enumerate(done.outcomes, start=1):
             if result is None:
@@ -223,6 +228,8 @@ def _run_redrive(
         stayed += not result.resolved
         state = f"published={result.published}" if result.resolved else "still quarantined"
         print(f"{record.id} (no partition key) {state}", flush=True)
+    if not (released or parked or loose):
+        print("nothing quarantined or parked there")
     print(
         f"re-driven={resolved} still-quarantined={stayed} "
         f"aggregates-released={released} still-parked={parked}"

@@ -159,3 +159,30 @@ def test_quarantine_list_command_names_ids_and_reasons_never_bodies(
     assert "reason=invalid-document" in out
     assert "document=o-1" in out
     assert "secret@example.com" not in out
+
+
+def test_redrive_command_aggregate_with_nothing_parked_says_so_and_exits_0(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    runtime, _, quarantine = factories.in_memory_runtime()
+
+    code = run_redrive(quarantine, runtime, aggregate="o-404")
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "nothing quarantined or parked there" in out
+    assert "aggregate=" not in out
+
+
+def test_redrive_command_aggregate_releases_a_marker_left_without_records(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    runtime, publisher, quarantine = factories.in_memory_runtime()
+    quarantine.park("relay_orders", "o-1", factories.FIXED_TIME)  # records already re-driven
+
+    code = run_redrive(quarantine, runtime, aggregate="o-1")
+
+    assert code == 0
+    assert "aggregate=o-1 feed=relay_orders released" in capsys.readouterr().out
+    runtime.relay("relay_orders").process([factories.shipped("o-1", "e-2")])
+    assert [m.session_id for m in publisher.delivered["integration-events"]] == ["o-1"]
