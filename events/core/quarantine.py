@@ -13,9 +13,11 @@ every later change of it is quarantined behind it, in that batch and in every la
 a re-drive releases it. The relay learns which aggregates of a batch are parked with one
 question to the store (``parked``), whatever the batch size; a store answers it from one small
 marker per parked aggregate (``ParkedAggregate``), written after the aggregate's records
-(``park``). Every ``park`` gives the marker a new ``version``; ``release`` removes the marker
-only if its version is still the one the re-drive read, so a change parked while a re-drive
-runs keeps its aggregate parked instead of being overtaken by the next change.
+(``park``). The marker keeps the ``_lsn`` of the aggregate's first parked change: a change
+before it (a batch delivered again after it finished) is not held back behind it. Every
+``park`` gives the marker a new ``version``; ``release`` removes the marker only if its version
+is still the one the re-drive read, so a change parked while a re-drive runs keeps its
+aggregate parked instead of being overtaken by the next change.
 """
 
 from __future__ import annotations
@@ -191,6 +193,8 @@ class ParkedAggregate:
     partition_key: str
     parked_at: datetime
     version: str
+    #: ``_lsn`` of the first parked change (changes from it on wait); None: every change waits.
+    from_lsn: int | None = None
 
     @property
     def id(self) -> str:
@@ -209,14 +213,16 @@ class QuarantineStore(Protocol):
         """Store the record durably; raise TransientError when that is not possible now."""
         ...
 
-    def park(self, feed: str, partition_key: str, at: datetime) -> None:
-        """Mark the aggregate parked (again: a new version), after its records are stored;
-        writing it twice is harmless. Raise TransientError when that is not possible now."""
+    def park(self, feed: str, partition_key: str, at: datetime, from_lsn: int | None) -> None:
+        """Mark the aggregate parked from change ``from_lsn`` on (again: a new version, and
+        this ``from_lsn``), after its records are stored; writing it twice is harmless. Raise
+        TransientError when that is not possible now."""
         ...
 
-    def parked(self, feed: str, partition_keys: Collection[str]) -> set[str]:
-        """Those of ``partition_keys`` whose aggregate is parked in ``feed``: one request to
-        the store, whatever the number of keys. Raise TransientError when it cannot answer."""
+    def parked(self, feed: str, partition_keys: Collection[str]) -> dict[str, int | None]:
+        """Those of ``partition_keys`` whose aggregate is parked in ``feed``, each with the
+        ``from_lsn`` of its marker: one request to the store, whatever the number of keys.
+        Raise TransientError when it cannot answer."""
         ...
 
 
@@ -260,13 +266,16 @@ class InMemoryQuarantine:
     def put(self, record: QuarantineRecord) -> None:
         self.records[record.id] = record
 
-    def park(self, feed: str, partition_key: str, at: datetime) -> None:
+    def park(self, feed: str, partition_key: str, at: datetime, from_lsn: int | None) -> None:
         version = str(next(self._versions))
-        self.parks[feed, partition_key] = ParkedAggregate(feed, partition_key, at, version)
+        self.parks[feed, partition_key] = ParkedAggregate(
+            feed, partition_key, at, version, from_lsn
+        )
 
-    def parked(self, feed: str, partition_keys: Collection[str]) -> set[str]:
+    def parked(self, feed: str, partition_keys: Collection[str]) -> dict[str, int | None]:
         self.parked_queries += 1
-        return {key for key in partition_keys if (feed, key) in self.parks}
+        found = [self.parks[feed, key] for key in partition_keys if (feed, key) in self.parks]
+        return {parked.partition_key: parked.from_lsn for parked in found}
 
     def delete(self, record: QuarantineRecord) -> None:
         self.records.pop(record.id, None)

@@ -15,9 +15,11 @@ transient; any other exception escaping I/O is reported as transient too, since 
 the only safe answer when it is not known what was written.
 
 Parked aggregates: before mapping, one question to the quarantine store says which aggregates
-of the batch are parked by an earlier batch; a change of a parked aggregate, or of one parked
-earlier in this batch, is quarantined behind it (``blocked-behind-quarantined-change``) unless
-it fails on its own (then its own reason is kept). The writes go records, then publish, then
+of the batch are parked by an earlier batch, each from which ``_lsn`` on; a change of a parked
+aggregate from that ``_lsn`` on (a change before it is one delivered again, published before),
+or of one parked earlier in this batch, is quarantined behind it
+(``blocked-behind-quarantined-change``) unless it fails on its own (then its own reason is
+kept). The writes go records, then publish, then
 park: a batch that fails before its end parks nothing, so its retry maps exactly as the first
 attempt did, and the next batch runs only after this one parked its aggregates.
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -90,11 +92,26 @@ class _Plan:
     messages: list[OutgoingMessage]
     quarantined: list[QuarantineRecord]
     blocked: set[str]
+    #: Aggregates parked by an earlier batch, each with the ``_lsn`` its parking starts from.
+    parked: dict[str, int | None] = field(default_factory=dict)
     skipped: int = 0
 
 
 class _Parked(Exception):  # noqa: N818 - a control-flow signal, never raised out of the relay
     """This document's aggregate is parked behind an earlier quarantined change."""
+
+
+def _behind(document: Document, partition_key: str, parked: dict[str, int | None]) -> bool:
+    """Whether the change waits behind its aggregate's parking: it comes at or after the first
+    parked change (or one of the two ``_lsn`` is unknown). A change before it is one delivered
+    again after its batch finished: it was published then, and is again (a duplicate)."""
+    if partition_key not in parked:
+        return False
+    first = parked[partition_key]
+    lsn = document.get("_lsn")
+    if first is None or isinstance(lsn, bool) or not isinstance(lsn, int):
+        return True
+    return lsn >= first
 
 
 def _reason(error: Exception) -> QuarantineReason:
@@ -144,14 +161,14 @@ class Relay:
     def process(self, documents: Sequence[Document], *, parked_check: bool = True) -> BatchOutcome:
         """Relay one batch. ``parked_check=False`` is for a re-drive only: it republishes a
         parked aggregate's own records, in change order, so they must not wait behind it."""
-        blocked = self._parked(documents) if parked_check else set()
-        plan = _Plan(messages=[], quarantined=[], blocked=blocked)
+        parked = self._parked(documents) if parked_check else {}
+        plan = _Plan(messages=[], quarantined=[], blocked=set(), parked=parked)
         for document in documents:
             self._plan_one(document, plan)
         for record in plan.quarantined:
             self._store(record)
         sends = self._publish(plan.messages) if plan.messages else 0
-        self._park_aggregates({r.partition_key for r in plan.quarantined} - {_UNKNOWN})
+        self._park_aggregates(plan)
         outcome = BatchOutcome(
             documents=len(documents),
             events=len(plan.messages),
@@ -176,7 +193,7 @@ class Relay:
         try:
             partition_key = self._partition_key(document)
             messages = self._map(document, partition_key)
-            if partition_key in plan.blocked:
+            if partition_key in plan.blocked or _behind(document, partition_key, plan.parked):
                 raise _Parked
         except TransientError:
             raise  # the size check could not reach the broker: retry the whole batch
@@ -209,8 +226,9 @@ class Relay:
         # Publish what the check returns: it carries the encoding the check measured.
         return [self._publisher.check(to_message(event, self._router)) for event in events]
 
-    def _parked(self, documents: Iterable[Document]) -> set[str]:
-        """The aggregates of this batch that an earlier batch parked: one store request."""
+    def _parked(self, documents: Iterable[Document]) -> dict[str, int | None]:
+        """The aggregates of this batch that an earlier batch parked, each with the ``_lsn``
+        its parking starts from: one store request."""
         keys: set[str] = set()
         for document in documents:
             try:
@@ -218,7 +236,7 @@ class Relay:
             except Exception:  # noqa: BLE001, S112 - such a document is quarantined when planned
                 continue
         if not keys:
-            return set()
+            return {}
         try:
             return self._quarantine.parked(self.feed.name, keys)
         except TransientError:
@@ -228,11 +246,23 @@ class Relay:
                 f"parked-aggregate check of feed {self.feed.name} failed: {type(exc).__name__}"
             ) from exc
 
-    def _park_aggregates(self, partition_keys: set[str]) -> None:
+    def _park_aggregates(self, plan: _Plan) -> None:
+        """Park every aggregate quarantined in this batch, from its first parked change on: the
+        lowest ``_lsn`` among its records of this batch and its earlier parking (None, so every
+        change waits, when one of them is unknown)."""
+        first: dict[str, list[int | None]] = {}
+        for record in plan.quarantined:
+            if record.partition_key != _UNKNOWN:
+                first.setdefault(record.partition_key, []).append(record.lsn)
         at = self._clock()
-        for partition_key in sorted(partition_keys):
+        for partition_key in sorted(first):
+            lsns = first[partition_key]
+            if partition_key in plan.parked:
+                lsns.append(plan.parked[partition_key])
+            known = [lsn for lsn in lsns if lsn is not None]
+            from_lsn = min(known) if len(known) == len(lsns) else None
             try:
-                self._quarantine.park(self.feed.name, partition_key, at)
+                self._quarantine.park(self.feed.name, partition_key, at, from_lsn)
             except TransientError:
                 raise
             except Exception as exc:

@@ -178,7 +178,7 @@ def test_redrive_command_aggregate_releases_a_marker_left_without_records(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     runtime, publisher, quarantine = factories.in_memory_runtime()
-    quarantine.park("relay_orders", "o-1", factories.FIXED_TIME)  # records already re-driven
+    quarantine.park("relay_orders", "o-1", factories.FIXED_TIME, 100)  # records already re-driven
 
     code = run_redrive(quarantine, runtime, aggregate="o-1")
 

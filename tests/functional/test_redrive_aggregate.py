@@ -44,7 +44,7 @@ class Interleaving(InMemoryQuarantine):
             hook()
         return released
 
-    def parked(self, feed: str, partition_keys: Collection[str]) -> set[str]:
+    def parked(self, feed: str, partition_keys: Collection[str]) -> dict[str, int | None]:
         found = super().parked(feed, partition_keys)
         hook, self.after_parked = self.after_parked, None
         if hook is not None:
@@ -222,7 +222,7 @@ class ParkedAgainEachTime(InMemoryQuarantine):
     """A relay that parks a change of the aggregate just before every release."""
 
     def release(self, parked: ParkedAggregate) -> bool:
-        self.park(parked.feed, parked.partition_key, factories.FIXED_TIME)
+        self.park(parked.feed, parked.partition_key, factories.FIXED_TIME, parked.from_lsn)
         return super().release(parked)
 
 

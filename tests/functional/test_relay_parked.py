@@ -123,6 +123,36 @@ def test_relay_retry_of_a_batch_whose_publish_failed_publishes_what_it_would_hav
     assert set(quarantine.parks) == {(FEED, "o-1")}
 
 
+def test_relay_finished_batch_delivered_again_changes_nothing_published_or_quarantined() -> None:
+    runtime, publisher, quarantine = factories.in_memory_runtime()
+    relay = runtime.relay(FEED)
+    batch = [
+        factories.placed("o-1", "e-1"),  # before the bad change: published, and again
+        factories.order("o-1", status="teleported"),
+        factories.shipped("o-1", "e-2"),
+    ]
+    relay.process(batch)
+    first = (list(_ids(publisher)), _reasons(quarantine))
+
+    relay.process(batch)  # its checkpoint was not written: the host delivers it again
+
+    assert (_ids(publisher), _reasons(quarantine)) == first
+    assert publisher.duplicates == 1  # e-1 sent again, dropped by duplicate detection
+    marker = quarantine.parked_aggregate(FEED, "o-1")
+    assert marker is not None
+    assert marker.from_lsn == batch[1]["_lsn"]
+
+
+def test_relay_parked_without_a_known_first_lsn_holds_every_change_back() -> None:
+    runtime, publisher, quarantine = factories.in_memory_runtime()
+    quarantine.park(FEED, "o-1", factories.FIXED_TIME, None)
+
+    runtime.relay(FEED).process([factories.placed("o-1", "e-1")])
+
+    assert _ids(publisher) == []
+    assert _reasons(quarantine) == {"e-1": BLOCKED}
+
+
 def test_relay_same_change_quarantined_twice_is_one_record_and_one_park() -> None:
     runtime, _, quarantine = factories.in_memory_runtime()
     relay = runtime.relay(FEED)
@@ -145,12 +175,12 @@ def test_relay_parks_are_per_feed() -> None:
 
 
 class FailingCheck(InMemoryQuarantine):
-    def parked(self, feed: str, partition_keys: Collection[str]) -> set[str]:
+    def parked(self, feed: str, partition_keys: Collection[str]) -> dict[str, int | None]:
         raise ConnectionResetError("driver bug")
 
 
 class FailingPark(InMemoryQuarantine):
-    def park(self, feed: str, partition_key: str, at: datetime) -> None:
+    def park(self, feed: str, partition_key: str, at: datetime, from_lsn: int | None) -> None:
         raise StoreUnavailableError("quarantine park: Cosmos DB answered 503")
 
 

@@ -304,3 +304,23 @@ def test_relay_any_split_publishes_and_quarantines_as_one_batch_would(
     assert {i: r.reason for i, r in quarantine.records.items()} == {
         i: r.reason for i, r in whole_quarantine.records.items()
     }
+
+
+@given(batches=split_batches(), again=st.data())
+def test_relay_any_split_a_finished_batch_delivered_again_changes_nothing(
+    batches: list[list[Doc]], again: st.DataObject
+) -> None:
+    runtime, publisher, quarantine = factories.in_memory_runtime()
+    relay = runtime.relay("relay_orders")
+    for batch in batches:
+        relay.process(copy.deepcopy(batch))
+    published = [m.message_id for m in publisher.delivered["integration-events"]]
+    reasons = {i: r.reason for i, r in quarantine.records.items()}
+    if not batches:
+        return
+
+    redelivered = again.draw(st.sampled_from(batches))
+    relay.process(copy.deepcopy(redelivered))
+
+    assert [m.message_id for m in publisher.delivered["integration-events"]] == published
+    assert {i: r.reason for i, r in quarantine.records.items()} == reasons

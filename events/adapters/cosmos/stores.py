@@ -37,7 +37,12 @@ def _marker(document: Mapping[str, Any]) -> ParkedAggregate:
         partition_key=str(document["partitionKey"]),
         parked_at=datetime.fromisoformat(str(document["parkedAt"])),
         version=str(document["_etag"]),
+        from_lsn=_lsn(document.get("fromLsn")),
     )
+
+
+def _lsn(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class CosmosQuarantine:
@@ -52,24 +57,25 @@ class CosmosQuarantine:
         with translate_cosmos_errors("quarantine write", where=self._where):
             self._container.upsert_item(record.to_document())
 
-    def park(self, feed: str, partition_key: str, at: datetime) -> None:
+    def park(self, feed: str, partition_key: str, at: datetime, from_lsn: int | None) -> None:
         marker = {
             "id": parked_aggregate_id(feed, partition_key),
             "partitionKey": partition_key,
             "kind": PARKED_KIND,
             "feed": feed,
             "parkedAt": at.isoformat(),
+            "fromLsn": from_lsn,
         }
         with translate_cosmos_errors("quarantine park", where=self._where):
             self._container.upsert_item(marker)
 
-    def parked(self, feed: str, partition_keys: Collection[str]) -> set[str]:
+    def parked(self, feed: str, partition_keys: Collection[str]) -> dict[str, int | None]:
         if not partition_keys:
-            return set()
+            return {}
         keys = sorted(partition_keys)
         with translate_cosmos_errors("quarantine parked check", where=self._where):
             items = self._container.query_items(
-                "SELECT VALUE c.partitionKey FROM c WHERE c.kind = @kind AND c.feed = @feed "
+                "SELECT c.partitionKey, c.fromLsn FROM c WHERE c.kind = @kind AND c.feed = @feed "
                 "AND ARRAY_CONTAINS(@keys, c.partitionKey)",
                 parameters=[
                     {"name": "@kind", "value": PARKED_KIND},
@@ -79,7 +85,7 @@ class CosmosQuarantine:
                 enable_cross_partition_query=True,
                 max_item_count=len(keys),
             )
-            return {str(key) for key in items}
+            return {str(item["partitionKey"]): _lsn(item.get("fromLsn")) for item in items}
 
     def delete(self, record: QuarantineRecord) -> None:
         with translate_cosmos_errors("quarantine delete", where=self._where):

@@ -136,20 +136,37 @@ def test_quarantine_parked_answers_only_the_parked_aggregates_of_the_feed(
     quarantine: tuple[AdminStore, Reader],
 ) -> None:
     store, _ = quarantine
-    store.park("relay_orders", "order-1", NOW)
-    store.park("relay_orders", 'order 2/"odd"', NOW)
-    store.park("other", "order-3", NOW)
+    store.park("relay_orders", "order-1", NOW, 7)
+    store.park("relay_orders", 'order 2/"odd"', NOW, 8)
+    store.park("other", "order-3", NOW, 7)
 
     found = store.parked("relay_orders", {"order-1", 'order 2/"odd"', "order-3", "order-4"})
 
-    assert found == {"order-1", 'order 2/"odd"'}
-    assert store.parked("relay_orders", set()) == set()
+    assert found == {"order-1": 7, 'order 2/"odd"': 8}
+    assert store.parked("relay_orders", set()) == {}
+
+
+def test_quarantine_park_keeps_the_first_lsn_given_or_none(
+    quarantine: tuple[AdminStore, Reader],
+) -> None:
+    store, _ = quarantine
+    store.park("relay_orders", "order-1", NOW, 100)
+    store.park("relay_orders", "order-2", NOW, None)
+    store.park("relay_orders", "order-1", NOW, 90)  # parked again, from an earlier change
+
+    assert store.parked("relay_orders", {"order-1", "order-2"}) == {
+        "order-1": 90,
+        "order-2": None,
+    }
+    marker = store.parked_aggregate("relay_orders", "order-1")
+    assert marker is not None
+    assert marker.from_lsn == 90
 
 
 def test_quarantine_parked_marker_is_not_a_record(quarantine: tuple[AdminStore, Reader]) -> None:
     store, _ = quarantine
     store.put(_record())
-    store.park("relay_orders", "order-1", NOW)
+    store.park("relay_orders", "order-1", NOW, 7)
 
     assert [r.id for r in store.list()] == [_record().id]
     assert [r.id for r in store.records_of("relay_orders", "order-1")] == [_record().id]
@@ -161,9 +178,9 @@ def test_quarantine_park_twice_is_one_marker_with_a_new_version(
     quarantine: tuple[AdminStore, Reader],
 ) -> None:
     store, _ = quarantine
-    store.park("relay_orders", "order-1", NOW)
+    store.park("relay_orders", "order-1", NOW, 7)
     first = store.parked_aggregate("relay_orders", "order-1")
-    store.park("relay_orders", "order-1", NOW.replace(hour=11))
+    store.park("relay_orders", "order-1", NOW.replace(hour=11), 7)
 
     second = store.parked_aggregate("relay_orders", "order-1")
 
@@ -183,17 +200,17 @@ def test_quarantine_release_of_a_stale_version_fails_and_keeps_the_aggregate_par
     quarantine: tuple[AdminStore, Reader],
 ) -> None:
     store, _ = quarantine
-    store.park("relay_orders", "order-1", NOW)
+    store.park("relay_orders", "order-1", NOW, 7)
     stale = store.parked_aggregate("relay_orders", "order-1")
-    store.park("relay_orders", "order-1", NOW)  # parked again while a re-drive ran
+    store.park("relay_orders", "order-1", NOW, 7)  # parked again while a re-drive ran
     assert stale is not None
 
     assert store.release(stale) is False
-    assert store.parked("relay_orders", {"order-1"}) == {"order-1"}
+    assert store.parked("relay_orders", {"order-1"}) == {"order-1": 7}
     current = store.parked_aggregate("relay_orders", "order-1")
     assert current is not None
     assert store.release(current) is True
-    assert store.parked("relay_orders", {"order-1"}) == set()
+    assert store.parked("relay_orders", {"order-1"}) == {}
     assert store.release(current) is True  # already released: harmless
 
 
@@ -201,9 +218,9 @@ def test_quarantine_parked_aggregates_lists_by_feed_longest_parked_first(
     quarantine: tuple[AdminStore, Reader],
 ) -> None:
     store, _ = quarantine
-    store.park("relay_orders", "order-2", NOW.replace(hour=12))
-    store.park("relay_orders", "order-1", NOW)
-    store.park("other", "order-3", NOW.replace(hour=11))
+    store.park("relay_orders", "order-2", NOW.replace(hour=12), 7)
+    store.park("relay_orders", "order-1", NOW, 7)
+    store.park("other", "order-3", NOW.replace(hour=11), 7)
 
     assert [p.partition_key for p in store.parked_aggregates()] == [
         "order-1",

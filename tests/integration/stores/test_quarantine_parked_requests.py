@@ -31,8 +31,8 @@ def test_cosmos_parked_check_of_a_100_aggregate_batch_is_one_request(
         )
         store = CosmosQuarantine(container)
         for n in (3, 50, 97):
-            store.park("relay_orders", f"order-{n}", NOW)
-        store.park("other", "order-4", NOW)
+            store.park("relay_orders", f"order-{n}", NOW, n)
+        store.park("other", "order-4", NOW, 4)
         keys = {f"order-{n}" for n in range(100)}
         store.parked("relay_orders", keys)  # the SDK reads the container's metadata once
         before = transport.requests
@@ -40,6 +40,6 @@ def test_cosmos_parked_check_of_a_100_aggregate_batch_is_one_request(
         found = store.parked("relay_orders", keys)
 
         assert transport.requests - before == 1
-        assert found == {"order-3", "order-50", "order-97"}
+        assert found == {"order-3": 3, "order-50": 50, "order-97": 97}
     finally:
         client.delete_database(database)
