@@ -19,9 +19,9 @@ of the batch are parked by an earlier batch, each from which ``_lsn`` on; a chan
 aggregate from that ``_lsn`` on (a change before it is one delivered again, published before),
 or of one parked earlier in this batch, is quarantined behind it
 (``blocked-behind-quarantined-change``) unless it fails on its own (then its own reason is
-kept). The writes go records, then publish, then
-park: a batch that fails before its end parks nothing, so its retry maps exactly as the first
-attempt did, and the next batch runs only after this one parked its aggregates.
+kept). The writes go records, then publish, then park: a batch that fails before its end parks
+nothing, so its retry maps exactly as the first attempt did, and the next batch runs only
+after this one parked its aggregates.
 """
 
 from __future__ import annotations

@@ -302,14 +302,19 @@ def _limit(value: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m events quarantine")
     parser.add_argument("command", choices=["list", "redrive"])
-    parser.add_argument("ids", nargs="*", help="record ids (default: every listed record)")
+    parser.add_argument(
+        "ids",
+        nargs="*",
+        help="record ids; redrive re-drives their aggregates (default: every listed record)",
+    )
     parser.add_argument("--feed", default=None, help="only records of this feed")
     parser.add_argument(
         "--aggregate",
         default=None,
         metavar="KEY",
         help="only the records of this aggregate (partition key value), in change order; "
-        "redrive stops at the first one that stays quarantined",
+        "redrive stops at the first one that stays quarantined, and releases the aggregate "
+        "when none is left",
     )
     parser.add_argument("--limit", type=_limit, default=100, help="at most this many records")
     parser.add_argument(
