@@ -248,6 +248,8 @@ class QuarantineAdmin(Protocol):
         already gone), False when the aggregate was parked again since it was read."""
         ...
 
+    # Last in the class: below a method named ``list``, ``list[...]`` in an annotation would
+    # name the method, not the builtin.
     def list(self, feed: str | None = None, limit: int = 100) -> list[QuarantineRecord]:
         """Oldest first, at most ``limit``."""
         ...
@@ -301,6 +303,8 @@ class InMemoryQuarantine:
         del self.parks[parked.feed, parked.partition_key]
         return True
 
+    # Last in the class: below a method named ``list``, ``list[...]`` in an annotation would
+    # name the method, not the builtin.
     def list(self, feed: str | None = None, limit: int = 100) -> list[QuarantineRecord]:
         found = [r for r in self.records.values() if feed is None or r.feed == feed]
         return sorted(found, key=lambda r: r.quarantined_at)[:limit]

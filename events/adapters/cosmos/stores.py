@@ -145,6 +145,8 @@ class CosmosQuarantine:
                 return False  # parked again since it was read
         return True
 
+    # Last in the class: below a method named ``list``, ``list[...]`` in an annotation would
+    # name the method, not the builtin.
     def list(self, feed: str | None = None, limit: int = 100) -> list[QuarantineRecord]:
         where = "WHERE NOT IS_DEFINED(c.kind) "
         if feed is not None:
