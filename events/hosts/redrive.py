@@ -1,6 +1,7 @@
 """Operating the quarantine: list what is parked, re-drive it once the cause is fixed.
 
-``python -m events quarantine list [--feed F] [--limit N]``  (each record with its expiry)
+``python -m events quarantine list [--feed F] [--limit N]``  (each record with its expiry, then
+the parked aggregates)
 ``python -m events quarantine redrive [--feed F] [--limit N] [ID ...]``
 ``python -m events quarantine redrive --aggregate KEY [--feed F]``
 
@@ -249,12 +250,24 @@ def _describe(record: QuarantineRecord, notice: ExpiryNotice | None, now: dateti
     )
 
 
-def run_list(records: Sequence[QuarantineRecord], runtime: Runtime) -> int:
+def run_list(
+    records: Sequence[QuarantineRecord],
+    runtime: Runtime,
+    parked: Sequence[ParkedAggregate] = (),
+) -> int:
+    """The records, then the parked aggregates (whose next changes the relay holds back)."""
     notice = expiry_notice(runtime.deployment.topology)
     now = datetime.now(UTC)
     for record in records:
         print(_describe(record, notice, now))
     print(f"{len(records)} quarantined record(s)")
+    for aggregate in parked:
+        print(
+            f"parked aggregate={aggregate.partition_key} feed={aggregate.feed} "
+            f"from_lsn={aggregate.from_lsn} last_parked={aggregate.parked_at.isoformat()}"
+        )
+    if parked:
+        print(f"{len(parked)} parked aggregate(s)")
     return 0
 
 
@@ -364,12 +377,15 @@ def main(argv: list[str]) -> int:
                 ids=args.ids,
             )
         records = admin.list(args.feed, args.limit)
+        parked = admin.parked_aggregates(args.feed, args.limit)
         if args.aggregate is not None:
             records = change_order([r for r in records if r.partition_key == args.aggregate])
+            parked = [p for p in parked if p.partition_key == args.aggregate]
         if args.ids:
             wanted = set(args.ids)
             records = [r for r in records if r.id in wanted]
-        return run_list(records, runtime)
+            parked = []
+        return run_list(records, runtime, parked)
     except SettingsError as exc:
         print(f"python -m events quarantine: {exc}", file=sys.stderr)
         return 2

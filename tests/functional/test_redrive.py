@@ -186,3 +186,18 @@ def test_redrive_command_aggregate_releases_a_marker_left_without_records(
     assert "aggregate=o-1 feed=relay_orders released" in capsys.readouterr().out
     runtime.relay("relay_orders").process([factories.shipped("o-1", "e-2")])
     assert [m.session_id for m in publisher.delivered["integration-events"]] == ["o-1"]
+
+
+def test_quarantine_list_command_shows_the_parked_aggregates_after_the_records(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    runtime, _, quarantine = factories.in_memory_runtime()
+    bad = factories.order("o-1", status="teleported")
+    runtime.relay("relay_orders").process([bad])
+
+    assert run_list(quarantine.list(), runtime, quarantine.parked_aggregates()) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3] == "1 quarantined record(s)"
+    assert lines[-2].startswith(f"parked aggregate=o-1 feed=relay_orders from_lsn={bad['_lsn']} ")
+    assert lines[-1] == "1 parked aggregate(s)"
