@@ -33,14 +33,15 @@ import threading
 import warnings
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
+from azure.core.pipeline.transport import RequestsTransport
 from azure.cosmos import CosmosClient
 from urllib3.exceptions import InsecureRequestWarning
 
 from devstack.errors import DevStackError
 
-__all__ = ["EMULATOR_KEY", "DevStackError", "LocalCosmos", "main"]
+__all__ = ["EMULATOR_KEY", "CountingTransport", "DevStackError", "LocalCosmos", "main"]
 
 EMULATOR_KEY = (
     "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
@@ -55,6 +56,20 @@ _MAX_LATENCY = 10.0
 MAX_PARTITIONS = 64
 # Only requests to the loopback server are quiet; any other unverified HTTPS still warns.
 _LOOPBACK_WARNING = r"Unverified HTTPS request is being made to host '127\.0\.0\.1'"
+
+
+# azure-core exports RequestsTransport lazily (module __getattr__), so mypy sees Any.
+class CountingTransport(RequestsTransport):  # type: ignore[misc]
+    """The SDK's own HTTP transport, counting the requests it sends: what a bench or a test
+    reads to say how many Cosmos DB requests an operation cost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        self.requests += 1
+        return super().send(request, **kwargs)
 
 
 def quiet_loopback_tls_warnings() -> None:
@@ -111,10 +126,15 @@ class LocalCosmos:
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def client(self) -> CosmosClient:
-        """A CosmosClient for this server (certificate not verified: it is self-signed)."""
+    def client(self, transport: CountingTransport | None = None) -> CosmosClient:
+        """A CosmosClient for this server (certificate not verified: it is self-signed);
+        ``transport`` (e.g. a ``CountingTransport``) carries its HTTP requests."""
         quiet_loopback_tls_warnings()
-        return CosmosClient(self.endpoint, credential=self.key, connection_verify=False)
+        if transport is None:
+            return CosmosClient(self.endpoint, credential=self.key, connection_verify=False)
+        return CosmosClient(
+            self.endpoint, credential=self.key, connection_verify=False, transport=transport
+        )
 
     def start(self) -> None:
         if self._process is not None:

@@ -7,13 +7,25 @@ change: (feed, partition key, document id, ``_lsn``), plus a digest of the docum
 when it has no usable id or ``_lsn`` (malformed documents must not overwrite each other).
 A document too large to keep inside its record (Cosmos DB items hold at most 2 MB) is recorded
 without its body; it can still be read from its container by id and partition key.
+
+Parked aggregates. Once a change of an aggregate (feed + partition key value) is quarantined,
+every later change of it is quarantined behind it, in that batch and in every later one, until
+a re-drive releases it. The relay learns which aggregates of a batch are parked with one
+question to the store (``parked``), whatever the batch size; a store answers it from one small
+marker per parked aggregate (``ParkedAggregate``), written after the aggregate's records
+(``park``). The marker keeps the ``_lsn`` of the aggregate's first parked change: a change
+before it (a batch delivered again after it finished) is not held back behind it. Every
+``park`` gives the marker a new ``version``; ``release`` removes the marker only if its version
+is still the one the re-drive read, so a change parked while a re-drive runs keeps its
+aggregate parked instead of being overtaken by the next change.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -24,10 +36,12 @@ from events.core.envelope import deterministic_id
 __all__ = [
     "ExpiryNotice",
     "InMemoryQuarantine",
+    "ParkedAggregate",
     "QuarantineAdmin",
     "QuarantineReason",
     "QuarantineRecord",
     "QuarantineStore",
+    "parked_aggregate_id",
 ]
 
 
@@ -170,20 +184,75 @@ class ExpiryNotice:
         return sorted(found, key=self.expires_at)
 
 
+@dataclass(frozen=True)
+class ParkedAggregate:
+    """The marker of a parked aggregate: its feed and partition key value, when a change of it
+    was last parked, and the store's version of the marker (it changes on every ``park``)."""
+
+    feed: str
+    partition_key: str
+    parked_at: datetime
+    version: str
+    #: ``_lsn`` of the first parked change (changes from it on wait); None: every change waits.
+    from_lsn: int | None = None
+
+    @property
+    def id(self) -> str:
+        return parked_aggregate_id(self.feed, self.partition_key)
+
+
+def parked_aggregate_id(feed: str, partition_key: str) -> str:
+    """The marker's id: one per (feed, partition key value), distinct from every record id."""
+    return deterministic_id("parked-aggregate", feed, partition_key)
+
+
 class QuarantineStore(Protocol):
+    """What the relay needs: store a record, park an aggregate, ask which are parked."""
+
     def put(self, record: QuarantineRecord) -> None:
         """Store the record durably; raise TransientError when that is not possible now."""
         ...
 
+    def park(self, feed: str, partition_key: str, at: datetime, from_lsn: int | None) -> None:
+        """Mark the aggregate parked from change ``from_lsn`` on (again: a new version, and
+        this ``from_lsn``), after its records are stored; writing it twice is harmless. Raise
+        TransientError when that is not possible now."""
+        ...
+
+    def parked(self, feed: str, partition_keys: Collection[str]) -> dict[str, int | None]:
+        """Those of ``partition_keys`` whose aggregate is parked in ``feed``, each with the
+        ``from_lsn`` of its marker: one request to the store, whatever the number of keys.
+        Raise TransientError when it cannot answer."""
+        ...
+
 
 class QuarantineAdmin(Protocol):
-    """What operators need: see what is parked, and remove what was re-driven."""
+    """What operators need: see what is parked, remove what was re-driven, release."""
 
+    def delete(self, record: QuarantineRecord) -> None: ...
+
+    def records_of(self, feed: str, partition_key: str) -> list[QuarantineRecord]:
+        """Every record of one aggregate, in no particular order."""
+        ...
+
+    def parked_aggregate(self, feed: str, partition_key: str) -> ParkedAggregate | None:
+        """The aggregate's marker, None when it is not parked."""
+        ...
+
+    def parked_aggregates(self, feed: str | None = None, limit: int = 100) -> list[ParkedAggregate]:
+        """Markers, longest parked first (by their last park), at most ``limit``."""
+        ...
+
+    def release(self, parked: ParkedAggregate) -> bool:
+        """Remove the marker if it still has ``parked.version``: True when released (or
+        already gone), False when the aggregate was parked again since it was read."""
+        ...
+
+    # Last in the class: below a method named ``list``, ``list[...]`` in an annotation would
+    # name the method, not the builtin.
     def list(self, feed: str | None = None, limit: int = 100) -> list[QuarantineRecord]:
         """Oldest first, at most ``limit``."""
         ...
-
-    def delete(self, record: QuarantineRecord) -> None: ...
 
 
 class InMemoryQuarantine:
@@ -191,13 +260,51 @@ class InMemoryQuarantine:
 
     def __init__(self) -> None:
         self.records: dict[str, QuarantineRecord] = {}
+        self.parks: dict[tuple[str, str], ParkedAggregate] = {}
+        #: Calls of ``parked``: what a database store would count as requests.
+        self.parked_queries = 0
+        self._versions = itertools.count(1)
 
     def put(self, record: QuarantineRecord) -> None:
         self.records[record.id] = record
 
-    def list(self, feed: str | None = None, limit: int = 100) -> list[QuarantineRecord]:
-        found = [r for r in self.records.values() if feed is None or r.feed == feed]
-        return sorted(found, key=lambda r: r.quarantined_at)[:limit]
+    def park(self, feed: str, partition_key: str, at: datetime, from_lsn: int | None) -> None:
+        version = str(next(self._versions))
+        self.parks[feed, partition_key] = ParkedAggregate(
+            feed, partition_key, at, version, from_lsn
+        )
+
+    def parked(self, feed: str, partition_keys: Collection[str]) -> dict[str, int | None]:
+        self.parked_queries += 1
+        found = [self.parks[feed, key] for key in partition_keys if (feed, key) in self.parks]
+        return {parked.partition_key: parked.from_lsn for parked in found}
 
     def delete(self, record: QuarantineRecord) -> None:
         self.records.pop(record.id, None)
+
+    def records_of(self, feed: str, partition_key: str) -> list[QuarantineRecord]:
+        return [
+            r for r in self.records.values() if r.feed == feed and r.partition_key == partition_key
+        ]
+
+    def parked_aggregate(self, feed: str, partition_key: str) -> ParkedAggregate | None:
+        return self.parks.get((feed, partition_key))
+
+    def parked_aggregates(self, feed: str | None = None, limit: int = 100) -> list[ParkedAggregate]:
+        found = [p for p in self.parks.values() if feed is None or p.feed == feed]
+        return sorted(found, key=lambda p: p.parked_at)[:limit]
+
+    def release(self, parked: ParkedAggregate) -> bool:
+        current = self.parks.get((parked.feed, parked.partition_key))
+        if current is None:
+            return True
+        if current.version != parked.version:
+            return False
+        del self.parks[parked.feed, parked.partition_key]
+        return True
+
+    # Last in the class: below a method named ``list``, ``list[...]`` in an annotation would
+    # name the method, not the builtin.
+    def list(self, feed: str | None = None, limit: int = 100) -> list[QuarantineRecord]:
+        found = [r for r in self.records.values() if feed is None or r.feed == feed]
+        return sorted(found, key=lambda r: r.quarantined_at)[:limit]

@@ -9,17 +9,26 @@ the host must redeliver the same batch without moving its checkpoint.
 The rule that makes this hold for any document: mapping is pure, so ANY exception while
 mapping one document (its partition key, its source, its contract, its envelope, its message,
 the size check) is permanent for that document: it is quarantined with the reason, the error
-type and message, and its aggregate is parked for the rest of the batch. Only I/O (the
-quarantine write, the publish, a ``TransientError`` from the size check) is transient; any
-other exception escaping I/O is reported as transient too, since retrying is the only safe
-answer when it is not known what was written.
+type and message, and its aggregate is parked. Only I/O (the parked-aggregate check, the
+quarantine write, the publish, the park, a ``TransientError`` from the size check) is
+transient; any other exception escaping I/O is reported as transient too, since retrying is
+the only safe answer when it is not known what was written.
+
+Parked aggregates: before mapping, one question to the quarantine store says which aggregates
+of the batch are parked by an earlier batch, each from which ``_lsn`` on; a change of a parked
+aggregate from that ``_lsn`` on (a change before it is one delivered again, published before),
+or of one parked earlier in this batch, is quarantined behind it
+(``blocked-behind-quarantined-change``) unless it fails on its own (then its own reason is
+kept). The writes go records, then publish, then park: a batch that fails before its end parks
+nothing, so its retry maps exactly as the first attempt did, and the next batch runs only
+after this one parked its aggregates.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -84,11 +93,26 @@ class _Plan:
     messages: list[OutgoingMessage]
     quarantined: list[QuarantineRecord]
     blocked: set[str]
+    #: Aggregates parked by an earlier batch, each with the ``_lsn`` its parking starts from.
+    parked: dict[str, int | None] = field(default_factory=dict)
     skipped: int = 0
 
 
 class _Parked(Exception):  # noqa: N818 - a control-flow signal, never raised out of the relay
     """This document's aggregate is parked behind an earlier quarantined change."""
+
+
+def _behind(document: Document, partition_key: str, parked: dict[str, int | None]) -> bool:
+    """Whether the change waits behind its aggregate's parking: it comes at or after the first
+    parked change (or one of the two ``_lsn`` is unknown). A change before it is one delivered
+    again after its batch finished: it was published then, and is again (a duplicate)."""
+    if partition_key not in parked:
+        return False
+    first = parked[partition_key]
+    lsn = document.get("_lsn")
+    if first is None or isinstance(lsn, bool) or not isinstance(lsn, int):
+        return True
+    return lsn >= first
 
 
 def _reason(error: Exception) -> QuarantineReason:
@@ -135,9 +159,11 @@ class Relay:
         self._clock = clock
         self._context = feed.context()
 
-    def process(self, documents: Sequence[Document]) -> BatchOutcome:
+    def process(self, documents: Sequence[Document], *, parked_check: bool = True) -> BatchOutcome:
+        """Relay one batch. ``parked_check=False`` is for a re-drive only: it republishes a
+        parked aggregate's own records, in change order, so they must not wait behind it."""
         with relay_batch(self.feed.name, self.feed.container, len(documents)) as batch:
-            outcome = self._relay(documents)
+            outcome = self._relay(documents, parked_check=parked_check)
             batch.finished(
                 published=outcome.published,
                 quarantined=outcome.quarantined,
@@ -146,13 +172,15 @@ class Relay:
             )
             return outcome
 
-    def _relay(self, documents: Sequence[Document]) -> BatchOutcome:
-        plan = _Plan(messages=[], quarantined=[], blocked=set())
+    def _relay(self, documents: Sequence[Document], *, parked_check: bool) -> BatchOutcome:
+        parked = self._parked(documents) if parked_check else {}
+        plan = _Plan(messages=[], quarantined=[], blocked=set(), parked=parked)
         for document in documents:
             self._plan_one(document, plan)
         for record in plan.quarantined:
             self._store(record)
         sends = self._publish(plan.messages) if plan.messages else 0
+        self._park_aggregates(plan)
         outcome = BatchOutcome(
             documents=len(documents),
             events=len(plan.messages),
@@ -176,9 +204,9 @@ class Relay:
         partition_key = _UNKNOWN
         try:
             partition_key = self._partition_key(document)
-            if partition_key in plan.blocked:
-                raise _Parked
             messages = self._map(document, partition_key)
+            if partition_key in plan.blocked or _behind(document, partition_key, plan.parked):
+                raise _Parked
         except TransientError:
             raise  # the size check could not reach the broker: retry the whole batch
         except Exception as exc:  # noqa: BLE001 - mapping is pure: any failure is this document's
@@ -209,6 +237,51 @@ class Relay:
             return None
         # Publish what the check returns: it carries the encoding the check measured.
         return [self._publisher.check(to_message(event, self._router)) for event in events]
+
+    def _parked(self, documents: Iterable[Document]) -> dict[str, int | None]:
+        """The aggregates of this batch that an earlier batch parked, each with the ``_lsn``
+        its parking starts from: one store request."""
+        keys: set[str] = set()
+        for document in documents:
+            try:
+                keys.add(partition_key_value(document, self.feed.partition_key_path))
+            except Exception:  # noqa: BLE001, S112 - such a document is quarantined when planned
+                continue
+        if not keys:
+            return {}
+        try:
+            return self._quarantine.parked(self.feed.name, keys)
+        except TransientError:
+            raise
+        except Exception as exc:
+            raise StoreUnavailableError(
+                f"parked-aggregate check of feed {self.feed.name} failed: {type(exc).__name__}"
+            ) from exc
+
+    def _park_aggregates(self, plan: _Plan) -> None:
+        """Park every aggregate quarantined in this batch, from its first parked change on: the
+        lowest ``_lsn`` among its records of this batch and its earlier parking (None, so every
+        change waits, when one of them is unknown)."""
+        first: dict[str, list[int | None]] = {}
+        for record in plan.quarantined:
+            if record.partition_key != _UNKNOWN:
+                first.setdefault(record.partition_key, []).append(record.lsn)
+        at = self._clock()
+        for partition_key in sorted(first):
+            lsns = first[partition_key]
+            if partition_key in plan.parked:
+                lsns.append(plan.parked[partition_key])
+            known = [lsn for lsn in lsns if lsn is not None]
+            from_lsn = min(known) if len(known) == len(lsns) else None
+            try:
+                self._quarantine.park(self.feed.name, partition_key, at, from_lsn)
+            except TransientError:
+                raise
+            except Exception as exc:
+                raise StoreUnavailableError(
+                    f"parking aggregate {_printable(partition_key)} of feed {self.feed.name} "
+                    f"failed: {type(exc).__name__}"
+                ) from exc
 
     def _store(self, record: QuarantineRecord) -> None:
         try:

@@ -85,7 +85,9 @@ def quarantine_records(quarantine: ContainerProxy) -> set[tuple[str, str]]:
     return {
         (str(r["container"]), str(r["documentId"]))
         for r in quarantine.query_items(
-            "SELECT c.container, c.documentId FROM c", enable_cross_partition_query=True
+            # Records only: parked-aggregate markers (with a `kind`) name no document.
+            "SELECT c.container, c.documentId FROM c WHERE NOT IS_DEFINED(c.kind)",
+            enable_cross_partition_query=True,
         )
     }
 

@@ -8,7 +8,7 @@ import pytest
 
 from events.core.messages import Router
 from events.core.publisher import InMemoryPublisher
-from events.core.quarantine import InMemoryQuarantine, QuarantineReason
+from events.core.quarantine import InMemoryQuarantine, QuarantineReason, QuarantineRecord
 from events.core.relay import Relay
 from events.errors import PublishUnavailableError, StoreUnavailableError, is_transient
 from tests import factories
@@ -159,8 +159,8 @@ def test_relay_unclaimed_documents_are_skipped_not_quarantined() -> None:
 
 
 def test_relay_quarantine_store_down_raises_transient_and_publishes_nothing() -> None:
-    class DownQuarantine:
-        def put(self, record: object) -> None:
+    class DownQuarantine(InMemoryQuarantine):
+        def put(self, record: QuarantineRecord) -> None:
             raise StoreUnavailableError("quarantine write: Cosmos DB answered 503")
 
     publisher = InMemoryPublisher(["integration-events"])

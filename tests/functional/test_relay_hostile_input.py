@@ -213,7 +213,7 @@ def test_relay_quarantine_log_line_names_document_lsn_and_quarantine_id_in_its_t
 
 
 def test_relay_quarantine_store_failing_with_any_error_is_reported_as_transient() -> None:
-    class BrokenQuarantine:
+    class BrokenQuarantine(InMemoryQuarantine):
         def put(self, record: QuarantineRecord) -> None:
             raise RuntimeError("driver bug")
 

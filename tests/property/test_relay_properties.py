@@ -16,6 +16,7 @@ some fields replaced by such values or removed, which reach deeper into each map
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -242,3 +243,84 @@ def test_relay_any_batch_success_means_every_event_is_on_the_broker(
     delivered = {m.message_id for messages in flaky.delivered.values() for m in messages}
     assert outcome.published == expected.published
     assert delivered == wanted
+
+
+@st.composite
+def split_batches(draw: st.DrawFn) -> list[list[Doc]]:
+    """Changes of a few aggregates of the orders feed, valid or broken, in change order (their
+    ``_lsn`` is their position, as in a change feed), split into batches at arbitrary points."""
+    changes: list[Doc] = draw(st.lists(mutated_documents() | arbitrary_documents(), max_size=16))
+    for lsn, change in enumerate(changes, start=1):
+        change["_lsn"] = lsn
+        if isinstance(change.get("partitionKey"), str) and draw(st.booleans()):
+            change["partitionKey"] = draw(st.sampled_from(["a", "b"]))  # crowd two aggregates
+    cuts = sorted(draw(st.sets(st.integers(min_value=1, max_value=max(1, len(changes) - 1)))))
+    bounds = [0, *[c for c in cuts if c < len(changes)], len(changes)]
+    return [changes[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _relay_batches(batches: list[list[Doc]]) -> tuple[InMemoryPublisher, InMemoryQuarantine]:
+    runtime, publisher, quarantine = factories.in_memory_runtime()
+    relay = runtime.relay("relay_orders")
+    for batch in batches:
+        relay.process(copy.deepcopy(batch))
+    return publisher, quarantine
+
+
+def _sequence(message_properties: dict[str, Any]) -> int:
+    return int(message_properties[f"{CLOUDEVENTS_PREFIX}sequence"])
+
+
+@given(batches=split_batches())
+def test_relay_any_split_no_change_published_after_an_earlier_quarantined_change(
+    batches: list[list[Doc]],
+) -> None:
+    publisher, quarantine = _relay_batches(batches)
+
+    published: dict[str, list[int]] = {}
+    for message in publisher.delivered["integration-events"]:
+        published.setdefault(str(message.session_id), []).append(
+            _sequence(dict(message.application_properties))
+        )
+    for record in quarantine.records.values():
+        if record.partition_key in published and record.lsn is not None:
+            assert max(published[record.partition_key]) < record.lsn, (
+                f"aggregate {record.partition_key!r}: a change after lsn {record.lsn} "
+                "(quarantined) was published"
+            )
+
+
+@given(batches=split_batches())
+def test_relay_any_split_publishes_and_quarantines_as_one_batch_would(
+    batches: list[list[Doc]],
+) -> None:
+    whole_publisher, whole_quarantine = _relay_batches([[d for b in batches for d in b]])
+
+    publisher, quarantine = _relay_batches(batches)
+
+    assert [m.message_id for m in publisher.delivered["integration-events"]] == [
+        m.message_id for m in whole_publisher.delivered["integration-events"]
+    ]
+    assert {i: r.reason for i, r in quarantine.records.items()} == {
+        i: r.reason for i, r in whole_quarantine.records.items()
+    }
+
+
+@given(batches=split_batches(), again=st.data())
+def test_relay_any_split_a_finished_batch_delivered_again_changes_nothing(
+    batches: list[list[Doc]], again: st.DataObject
+) -> None:
+    runtime, publisher, quarantine = factories.in_memory_runtime()
+    relay = runtime.relay("relay_orders")
+    for batch in batches:
+        relay.process(copy.deepcopy(batch))
+    published = [m.message_id for m in publisher.delivered["integration-events"]]
+    reasons = {i: r.reason for i, r in quarantine.records.items()}
+    if not batches:
+        return
+
+    redelivered = again.draw(st.sampled_from(batches))
+    relay.process(copy.deepcopy(redelivered))
+
+    assert [m.message_id for m in publisher.delivered["integration-events"]] == published
+    assert {i: r.reason for i, r in quarantine.records.items()} == reasons

@@ -1,18 +1,53 @@
-"""Cosmos DB adapters for the relay's own state: the quarantine and the consumer inbox."""
+"""Cosmos DB adapters for the relay's own state: the quarantine and the consumer inbox.
+
+The quarantine container (partition key ``/partitionKey``, the aggregate's partition key value)
+holds two kinds of documents in each aggregate's logical partition: its records, and one
+marker per parked aggregate (``kind = "parked-aggregate"``, id per feed). The relay's check is
+one query over the markers for the batch's partition key values: at most one marker per key
+matches, so the answer fits one page (``max_item_count`` = the number of keys); on a
+container of one physical partition (a quarantine container is small) that is one request.
+Release deletes the marker with ``If-Match`` on the ``_etag`` read before the re-drive: every
+park is an upsert, which gives the marker a new ``_etag``, so a park during the re-drive makes
+the release fail (412) instead of losing the new record behind a released aggregate.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from azure.core import MatchConditions
 from azure.cosmos import ContainerProxy
-from azure.cosmos.exceptions import CosmosResourceNotFoundError
+from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosResourceNotFoundError
 
 from events.adapters.cosmos.errors import location_of, translate_cosmos_errors
-from events.core.quarantine import QuarantineRecord
+from events.core.quarantine import ParkedAggregate, QuarantineRecord, parked_aggregate_id
 
 __all__ = ["CosmosInbox", "CosmosQuarantine"]
 
 
+#: ``kind`` of a parked-aggregate marker; records have no ``kind`` (they predate markers).
+PARKED_KIND: Final = "parked-aggregate"
+
+
+def _marker(document: Mapping[str, Any]) -> ParkedAggregate:
+    return ParkedAggregate(
+        feed=str(document["feed"]),
+        partition_key=str(document["partitionKey"]),
+        parked_at=datetime.fromisoformat(str(document["parkedAt"])),
+        version=str(document["_etag"]),
+        from_lsn=_lsn(document.get("fromLsn")),
+    )
+
+
+def _lsn(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 class CosmosQuarantine:
-    """Quarantine records as documents; upsert by deterministic id, so retries are harmless."""
+    """Quarantine records and parked-aggregate markers as documents; upserts by deterministic
+    id, so retries are harmless."""
 
     def __init__(self, container: ContainerProxy) -> None:
         self._container = container
@@ -22,8 +57,100 @@ class CosmosQuarantine:
         with translate_cosmos_errors("quarantine write", where=self._where):
             self._container.upsert_item(record.to_document())
 
+    def park(self, feed: str, partition_key: str, at: datetime, from_lsn: int | None) -> None:
+        marker = {
+            "id": parked_aggregate_id(feed, partition_key),
+            "partitionKey": partition_key,
+            "kind": PARKED_KIND,
+            "feed": feed,
+            "parkedAt": at.isoformat(),
+            "fromLsn": from_lsn,
+        }
+        with translate_cosmos_errors("quarantine park", where=self._where):
+            self._container.upsert_item(marker)
+
+    def parked(self, feed: str, partition_keys: Collection[str]) -> dict[str, int | None]:
+        if not partition_keys:
+            return {}
+        keys = sorted(partition_keys)
+        with translate_cosmos_errors("quarantine parked check", where=self._where):
+            items = self._container.query_items(
+                "SELECT c.partitionKey, c.fromLsn FROM c WHERE c.kind = @kind AND c.feed = @feed "
+                "AND ARRAY_CONTAINS(@keys, c.partitionKey)",
+                parameters=[
+                    {"name": "@kind", "value": PARKED_KIND},
+                    {"name": "@feed", "value": feed},
+                    {"name": "@keys", "value": keys},
+                ],
+                enable_cross_partition_query=True,
+                max_item_count=len(keys),
+            )
+            return {str(item["partitionKey"]): _lsn(item.get("fromLsn")) for item in items}
+
+    def delete(self, record: QuarantineRecord) -> None:
+        with translate_cosmos_errors("quarantine delete", where=self._where):
+            try:
+                self._container.delete_item(record.id, partition_key=record.partition_key)
+            except CosmosResourceNotFoundError:
+                return  # already gone: deleting twice is harmless
+
+    def records_of(self, feed: str, partition_key: str) -> list[QuarantineRecord]:
+        with translate_cosmos_errors("quarantine read", where=self._where):
+            items = self._container.query_items(
+                "SELECT * FROM c WHERE NOT IS_DEFINED(c.kind) AND c.feed = @feed",
+                parameters=[{"name": "@feed", "value": feed}],
+                partition_key=partition_key,
+            )
+            return [QuarantineRecord.from_document(item) for item in items]
+
+    def parked_aggregate(self, feed: str, partition_key: str) -> ParkedAggregate | None:
+        with translate_cosmos_errors("quarantine read", where=self._where):
+            try:
+                item = self._container.read_item(
+                    parked_aggregate_id(feed, partition_key), partition_key=partition_key
+                )
+            except CosmosResourceNotFoundError:
+                return None
+        return _marker(item)
+
+    def parked_aggregates(self, feed: str | None = None, limit: int = 100) -> list[ParkedAggregate]:
+        where = "WHERE c.kind = @kind "
+        parameters: list[dict[str, object]] = [
+            {"name": "@limit", "value": limit},
+            {"name": "@kind", "value": PARKED_KIND},
+        ]
+        if feed is not None:
+            where += "AND c.feed = @feed "
+            parameters.append({"name": "@feed", "value": feed})
+        with translate_cosmos_errors("quarantine read", where=self._where):
+            items = self._container.query_items(
+                f"SELECT TOP @limit * FROM c {where}ORDER BY c.parkedAt",  # noqa: S608 - fixed text
+                parameters=parameters,
+                enable_cross_partition_query=True,
+            )
+            return [_marker(item) for item in items]
+
+    def release(self, parked: ParkedAggregate) -> bool:
+        with translate_cosmos_errors("quarantine release", where=self._where):
+            try:
+                self._container.delete_item(
+                    parked.id,
+                    partition_key=parked.partition_key,
+                    etag=parked.version,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except CosmosResourceNotFoundError:
+                return True  # already released
+            except CosmosAccessConditionFailedError:
+                return False  # parked again since it was read
+        return True
+
+    # Last in the class: below a method named ``list``, ``list[...]`` in an annotation would
+    # name the method, not the builtin.
     def list(self, feed: str | None = None, limit: int = 100) -> list[QuarantineRecord]:
-        where = "WHERE c.feed = @feed " if feed is not None else ""
+        where = "WHERE NOT IS_DEFINED(c.kind) "
+        if feed is not None:
+            where += "AND c.feed = @feed "
         parameters: list[dict[str, object]] = [{"name": "@limit", "value": limit}]
         if feed is not None:
             parameters.append({"name": "@feed", "value": feed})
@@ -34,13 +161,6 @@ class CosmosQuarantine:
                 enable_cross_partition_query=True,
             )
             return [QuarantineRecord.from_document(item) for item in items]
-
-    def delete(self, record: QuarantineRecord) -> None:
-        with translate_cosmos_errors("quarantine delete", where=self._where):
-            try:
-                self._container.delete_item(record.id, partition_key=record.partition_key)
-            except CosmosResourceNotFoundError:
-                return  # already gone: deleting twice is harmless
 
 
 class CosmosInbox:

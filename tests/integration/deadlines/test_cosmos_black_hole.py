@@ -109,6 +109,7 @@ def test_cosmos_adapters_black_holed_raise_store_unavailable_naming_resource(
         }
         # A second failure of the same resource logs nothing new.
         again = _bounded(quarantine.list)
+        check = _bounded(lambda: quarantine.parked("relay_orders", {"order-1"}))
     recovered = _bounded(quarantine.list)
 
     for container, error in errors.items():
@@ -116,6 +117,7 @@ def test_cosmos_adapters_black_holed_raise_store_unavailable_naming_resource(
         assert endpoint in str(error)
         assert f"relay/{container}" in str(error)
     assert isinstance(again, StoreUnavailableError)
+    assert isinstance(check, StoreUnavailableError)  # the relay retries the batch
     warnings = [
         r.getMessage()
         for r in caplog.records

@@ -32,7 +32,9 @@ def _command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     )
 
 
-def test_quarantine_commands_list_then_redrive_what_can_be_published(tmp_path: Path) -> None:
+def test_quarantine_commands_list_then_redrive_keeps_an_invalid_aggregate_parked(
+    tmp_path: Path,
+) -> None:
     topology = load_topology()
     with local_stack(topology, tmp_path) as (cosmos, bus):
         env = relay_environment(cosmos, bus)
@@ -57,8 +59,9 @@ def test_quarantine_commands_list_then_redrive_what_can_be_published(tmp_path: P
     assert "reason=invalid-document" in listed.stdout
     assert "reason=blocked-behind-quarantined-change" in listed.stdout
     assert "2 quarantined record(s)" in listed.stdout
-    assert redriven.returncode == 1  # one document is still invalid
-    assert "re-driven=1 still-quarantined=1" in redriven.stdout
-    assert "1 quarantined record(s)" in after.stdout
-    assert [r.document_id for r in remaining] == ["o-1"]
-    assert published == 1
+    assert redriven.returncode == 1  # one document is still invalid: its aggregate stays parked
+    assert "aggregate=o-1 feed=relay_orders still parked" in redriven.stdout
+    assert "re-driven=0 still-quarantined=2" in redriven.stdout
+    assert "2 quarantined record(s)" in after.stdout
+    assert sorted(r.document_id for r in remaining) == ["e-2", "o-1"]
+    assert published == 0  # the later change is not published ahead of the invalid one

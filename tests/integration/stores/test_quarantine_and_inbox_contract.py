@@ -132,6 +132,105 @@ def test_quarantine_list_returns_records_oldest_first_by_feed_and_delete_removes
     assert read(older.id, "order-1") is None
 
 
+def test_quarantine_parked_answers_only_the_parked_aggregates_of_the_feed(
+    quarantine: tuple[AdminStore, Reader],
+) -> None:
+    store, _ = quarantine
+    store.park("relay_orders", "order-1", NOW, 7)
+    store.park("relay_orders", 'order 2/"odd"', NOW, 8)
+    store.park("other", "order-3", NOW, 7)
+
+    found = store.parked("relay_orders", {"order-1", 'order 2/"odd"', "order-3", "order-4"})
+
+    assert found == {"order-1": 7, 'order 2/"odd"': 8}
+    assert store.parked("relay_orders", set()) == {}
+
+
+def test_quarantine_park_keeps_the_first_lsn_given_or_none(
+    quarantine: tuple[AdminStore, Reader],
+) -> None:
+    store, _ = quarantine
+    store.park("relay_orders", "order-1", NOW, 100)
+    store.park("relay_orders", "order-2", NOW, None)
+    store.park("relay_orders", "order-1", NOW, 90)  # parked again, from an earlier change
+
+    assert store.parked("relay_orders", {"order-1", "order-2"}) == {
+        "order-1": 90,
+        "order-2": None,
+    }
+    marker = store.parked_aggregate("relay_orders", "order-1")
+    assert marker is not None
+    assert marker.from_lsn == 90
+
+
+def test_quarantine_parked_marker_is_not_a_record(quarantine: tuple[AdminStore, Reader]) -> None:
+    store, _ = quarantine
+    store.put(_record())
+    store.park("relay_orders", "order-1", NOW, 7)
+
+    assert [r.id for r in store.list()] == [_record().id]
+    assert [r.id for r in store.records_of("relay_orders", "order-1")] == [_record().id]
+    assert store.records_of("other", "order-1") == []
+    assert store.records_of("relay_orders", "order-2") == []
+
+
+def test_quarantine_park_twice_is_one_marker_with_a_new_version(
+    quarantine: tuple[AdminStore, Reader],
+) -> None:
+    store, _ = quarantine
+    store.park("relay_orders", "order-1", NOW, 7)
+    first = store.parked_aggregate("relay_orders", "order-1")
+    store.park("relay_orders", "order-1", NOW.replace(hour=11), 7)
+
+    second = store.parked_aggregate("relay_orders", "order-1")
+
+    assert first is not None
+    assert second is not None
+    assert first.version != second.version
+    assert (second.feed, second.partition_key, second.parked_at) == (
+        "relay_orders",
+        "order-1",
+        NOW.replace(hour=11),
+    )
+    assert [p.partition_key for p in store.parked_aggregates()] == ["order-1"]
+    assert store.parked_aggregate("relay_orders", "order-2") is None
+
+
+def test_quarantine_release_of_a_stale_version_fails_and_keeps_the_aggregate_parked(
+    quarantine: tuple[AdminStore, Reader],
+) -> None:
+    store, _ = quarantine
+    store.park("relay_orders", "order-1", NOW, 7)
+    stale = store.parked_aggregate("relay_orders", "order-1")
+    store.park("relay_orders", "order-1", NOW, 7)  # parked again while a re-drive ran
+    assert stale is not None
+
+    assert store.release(stale) is False
+    assert store.parked("relay_orders", {"order-1"}) == {"order-1": 7}
+    current = store.parked_aggregate("relay_orders", "order-1")
+    assert current is not None
+    assert store.release(current) is True
+    assert store.parked("relay_orders", {"order-1"}) == {}
+    assert store.release(current) is True  # already released: harmless
+
+
+def test_quarantine_parked_aggregates_lists_by_feed_longest_parked_first(
+    quarantine: tuple[AdminStore, Reader],
+) -> None:
+    store, _ = quarantine
+    store.park("relay_orders", "order-2", NOW.replace(hour=12), 7)
+    store.park("relay_orders", "order-1", NOW, 7)
+    store.park("other", "order-3", NOW.replace(hour=11), 7)
+
+    assert [p.partition_key for p in store.parked_aggregates()] == [
+        "order-1",
+        "order-3",
+        "order-2",
+    ]
+    assert [p.partition_key for p in store.parked_aggregates(feed="other")] == ["order-3"]
+    assert [p.partition_key for p in store.parked_aggregates(limit=1)] == ["order-1"]
+
+
 def _event(event_id: str) -> IntegrationEvent:
     return IntegrationEvent(
         id=event_id,
