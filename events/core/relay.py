@@ -22,6 +22,18 @@ or of one parked earlier in this batch, is quarantined behind it
 kept). The writes go records, then publish, then park: a batch that fails before its end parks
 nothing, so its retry maps exactly as the first attempt did, and the next batch runs only
 after this one parked its aggregates.
+
+Chunks: a batch of more than ``chunk_documents`` documents (``CHUNK_DOCUMENTS``, 500) is
+planned, quarantined and published chunk after chunk, in change order, so that the messages
+held at once (encodings, SDK objects) follow the chunk, not the batch. The aggregates
+quarantined in one chunk stay blocked in the next ones, exactly as within one chunk, and are
+parked once, after the last chunk. So per aggregate the outcome does not depend on the chunk
+size: its changes before its first quarantined one are published, every later one is
+quarantined behind it. What changes with chunks is only when: an earlier chunk's events may
+be on Service Bus before a later chunk's documents are quarantined. The batch still counts
+as done only when its last chunk is; a failure in any chunk raises, parks nothing, and the
+retry relays the whole batch again (chunks already sent go out again with the same message
+ids: duplicate detection drops them).
 """
 
 from __future__ import annotations
@@ -49,13 +61,15 @@ from events.errors import (
     TransientError,
 )
 
-__all__ = ["BatchOutcome", "Feed", "Relay"]
+__all__ = ["CHUNK_DOCUMENTS", "BatchOutcome", "Feed", "Relay"]
 
 logger = logging.getLogger(__name__)
 
 _UNKNOWN = "<unknown>"
 #: Service Bus session ids (the partition key value) hold at most 128 characters.
 _MAX_SESSION_ID = 128
+#: Documents planned, quarantined and published together (see the module docstring).
+CHUNK_DOCUMENTS = 500
 
 
 @dataclass(frozen=True)
@@ -90,12 +104,27 @@ class BatchOutcome:
 
 @dataclass
 class _Plan:
+    """One chunk's messages and records; ``blocked`` and ``parked`` span the batch."""
+
     messages: list[OutgoingMessage]
     quarantined: list[QuarantineRecord]
+    #: Aggregates quarantined earlier in this batch (any chunk).
     blocked: set[str]
     #: Aggregates parked by an earlier batch, each with the ``_lsn`` its parking starts from.
     parked: dict[str, int | None] = field(default_factory=dict)
     skipped: int = 0
+
+
+@dataclass
+class _Tally:
+    """What the chunks of a batch added up to, and the ``_lsn`` of each aggregate's records
+    (what parking needs once the chunks' records and messages are gone)."""
+
+    events: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    sends: int = 0
+    parks: dict[str, list[int | None]] = field(default_factory=dict)
 
 
 class _Parked(Exception):  # noqa: N818 - a control-flow signal, never raised out of the relay
@@ -151,8 +180,13 @@ class Relay:
         quarantine: QuarantineStore,
         router: Router,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        chunk_documents: int = CHUNK_DOCUMENTS,
     ) -> None:
+        if chunk_documents < 1:
+            raise ValueError("chunk_documents must be at least 1")
         self.feed = feed
+        self._chunk = chunk_documents
         self._publisher = publisher
         self._quarantine = quarantine
         self._router = router
@@ -174,20 +208,18 @@ class Relay:
 
     def _relay(self, documents: Sequence[Document], *, parked_check: bool) -> BatchOutcome:
         parked = self._parked(documents) if parked_check else {}
-        plan = _Plan(messages=[], quarantined=[], blocked=set(), parked=parked)
-        for document in documents:
-            self._plan_one(document, plan)
-        for record in plan.quarantined:
-            self._store(record)
-        sends = self._publish(plan.messages) if plan.messages else 0
-        self._park_aggregates(plan)
+        blocked: set[str] = set()
+        tally = _Tally()
+        for start in range(0, len(documents), self._chunk):
+            self._relay_chunk(documents, start, _Plan([], [], blocked, parked), tally)
+        self._park_aggregates(tally.parks, parked)
         outcome = BatchOutcome(
             documents=len(documents),
-            events=len(plan.messages),
-            published=len(plan.messages),
-            quarantined=len(plan.quarantined),
-            skipped=plan.skipped,
-            sends=sends,
+            events=tally.events,
+            published=tally.events,
+            quarantined=tally.quarantined,
+            skipped=tally.skipped,
+            sends=tally.sends,
         )
         logger.info(
             "batch relayed feed=%s documents=%d published=%d quarantined=%d skipped=%d sends=%d",
@@ -199,6 +231,23 @@ class Relay:
             outcome.sends,
         )
         return outcome
+
+    def _relay_chunk(
+        self, documents: Sequence[Document], start: int, plan: _Plan, tally: _Tally
+    ) -> None:
+        """Plan, quarantine and publish ``documents[start:start + chunk]``. The plan (the
+        chunk's messages with their encodings) is dropped on return, before the next chunk."""
+        for index in range(start, min(start + self._chunk, len(documents))):
+            self._plan_one(documents[index], plan)
+        for record in plan.quarantined:
+            self._store(record)
+            if record.partition_key != _UNKNOWN:
+                tally.parks.setdefault(record.partition_key, []).append(record.lsn)
+        if plan.messages:
+            tally.sends += self._publish(plan.messages)
+        tally.events += len(plan.messages)
+        tally.quarantined += len(plan.quarantined)
+        tally.skipped += plan.skipped
 
     def _plan_one(self, document: Document, plan: _Plan) -> None:
         partition_key = _UNKNOWN
@@ -258,19 +307,18 @@ class Relay:
                 f"parked-aggregate check of feed {self.feed.name} failed: {type(exc).__name__}"
             ) from exc
 
-    def _park_aggregates(self, plan: _Plan) -> None:
-        """Park every aggregate quarantined in this batch, from its first parked change on: the
-        lowest ``_lsn`` among its records of this batch and its earlier parking (None, so every
-        change waits, when one of them is unknown)."""
-        first: dict[str, list[int | None]] = {}
-        for record in plan.quarantined:
-            if record.partition_key != _UNKNOWN:
-                first.setdefault(record.partition_key, []).append(record.lsn)
+    def _park_aggregates(
+        self, first: dict[str, list[int | None]], parked: dict[str, int | None]
+    ) -> None:
+        """Park every aggregate quarantined in this batch (``first``: the ``_lsn`` of its
+        records, every chunk's), from its first parked change on: the lowest ``_lsn`` among its
+        records of this batch and its earlier parking (None, so every change waits, when one of
+        them is unknown)."""
         at = self._clock()
         for partition_key in sorted(first):
             lsns = first[partition_key]
-            if partition_key in plan.parked:
-                lsns.append(plan.parked[partition_key])
+            if partition_key in parked:
+                lsns.append(parked[partition_key])
             known = [lsn for lsn in lsns if lsn is not None]
             from_lsn = min(known) if len(known) == len(lsns) else None
             try:

@@ -25,9 +25,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from events.core.documents import SYSTEM_FIELDS
-from events.core.messages import CLOUDEVENTS_PREFIX
+from events.core.messages import CLOUDEVENTS_PREFIX, Router
 from events.core.publisher import InMemoryPublisher
 from events.core.quarantine import InMemoryQuarantine, QuarantineReason
+from events.core.relay import Relay
 from events.deployment.contracts import EventPayload, default_registry
 from events.errors import TransientError
 from tests import factories
@@ -324,3 +325,78 @@ def test_relay_any_split_a_finished_batch_delivered_again_changes_nothing(
 
     assert [m.message_id for m in publisher.delivered["integration-events"]] == published
     assert {i: r.reason for i, r in quarantine.records.items()} == reasons
+
+
+def _chunked_relay(chunk: int, publisher: InMemoryPublisher) -> tuple[Relay, InMemoryQuarantine]:
+    config = factories.settings()
+    store = InMemoryQuarantine()
+    relay = Relay(
+        factories.feed("relay_orders"),
+        publisher,
+        store,
+        Router(default=config.default_destination, routes=config.routes),
+        clock=lambda: factories.FIXED_TIME,
+        chunk_documents=chunk,
+    )
+    return relay, store
+
+
+@given(batches=split_batches(), chunk=st.integers(min_value=1, max_value=17))
+def test_relay_any_chunk_size_publishes_and_quarantines_as_one_chunk_would(
+    batches: list[list[Doc]], chunk: int
+) -> None:
+    whole = InMemoryPublisher(["integration-events", "payments"])
+    chunked = InMemoryPublisher(["integration-events", "payments"])
+    whole_relay, whole_store = _chunked_relay(10_000, whole)
+    chunked_relay, chunked_store = _chunked_relay(chunk, chunked)
+
+    for batch in batches:
+        expected = whole_relay.process(copy.deepcopy(batch))
+        outcome = chunked_relay.process(copy.deepcopy(batch))
+        assert (outcome.published, outcome.quarantined, outcome.skipped) == (
+            expected.published,
+            expected.quarantined,
+            expected.skipped,
+        )
+
+    assert [m.message_id for m in chunked.delivered["integration-events"]] == [
+        m.message_id for m in whole.delivered["integration-events"]
+    ]
+    assert _quarantined(chunked_store) == _quarantined(whole_store)
+    assert chunked_store.parks.keys() == whole_store.parks.keys()
+
+
+def _quarantined(store: InMemoryQuarantine) -> dict[str, QuarantineReason]:
+    return {i: r.reason for i, r in store.records.items()}
+
+
+@given(
+    batches=split_batches(),
+    chunk=st.integers(min_value=1, max_value=17),
+    failing_sends=st.lists(st.integers(min_value=1, max_value=6), max_size=4),
+)
+def test_relay_any_chunk_size_failures_then_retries_lose_and_duplicate_nothing(
+    batches: list[list[Doc]], chunk: int, failing_sends: list[int]
+) -> None:
+    whole = InMemoryPublisher(["integration-events", "payments"])
+    whole_relay, whole_store = _chunked_relay(10_000, whole)
+    flaky = InMemoryPublisher(["integration-events", "payments"], max_batch_size=2048)
+    relay, store = _chunked_relay(chunk, flaky)
+    for ordinal in failing_sends:
+        flaky.fail_on_send(ordinal)
+
+    for batch in batches:
+        whole_relay.process(copy.deepcopy(batch))
+        for _attempt in range(len(failing_sends) + 1):  # the host redelivers until success
+            try:
+                relay.process(copy.deepcopy(batch))
+                break
+            except TransientError:
+                continue
+        else:
+            raise AssertionError("the batch never succeeded although the broker recovered")
+
+    delivered = [m.message_id for m in flaky.delivered["integration-events"]]
+    assert delivered == [m.message_id for m in whole.delivered["integration-events"]]
+    assert len(set(delivered)) == len(delivered)
+    assert _quarantined(store) == _quarantined(whole_store)
