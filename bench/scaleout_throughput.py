@@ -16,7 +16,9 @@ instance count k:
 
 So start-up, lease balancing and the writing of the documents are outside the measure: it is
 the rate of k processes that already hold their share of the feed. Printed per k: events/s and
-the children's CPU per event (``/proc/<pid>/stat``), then the medians of the per-round ratios
+the children's CPU per event (``/proc/<pid>/stat``), per round the cores the relay processes
+used and how busy the whole machine was (``/proc/stat``: every process, the local servers
+and anything else running), then the medians of the per-round ratios
 2/1 and 4/1 (goal: 2/1 >= 1.7 where the feed ranges allow). Rounds alternate the order of k.
 Once on loopback, once with every response of the Cosmos DB server held ``--latency`` ms (a
 simulated round trip to a region; the broker stays on loopback).
@@ -81,6 +83,8 @@ class _Run:
     events: int
     seconds: float
     cpu: float
+    #: Share of the machine's CPU time (all cores, every process) busy during the run.
+    machine_busy: float
 
     @property
     def rate(self) -> float:
@@ -94,6 +98,13 @@ class _Run:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _machine_times() -> tuple[int, int]:
+    """(busy, total) jiffies of every core since boot (``/proc/stat``)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
 
 
 def _accepted(bus: LocalServiceBus) -> int:
@@ -169,6 +180,7 @@ def _round(
                 pass
         before = _accepted(bus)
         cpu_before = sum(_cpu_seconds(child.pid) for child in children)
+        busy_before, total_before = _machine_times()
         started = time.perf_counter()
         for child in children:
             child.send_signal(signal.SIGCONT)
@@ -181,7 +193,9 @@ def _round(
             time.sleep(_POLL)
         seconds = time.perf_counter() - started
         cpu = sum(_cpu_seconds(child.pid) for child in children) - cpu_before
-        return _Run(instances, len(documents), seconds, cpu)
+        busy, total = _machine_times()
+        busy_share = (busy - busy_before) / max(1, total - total_before)
+        return _Run(instances, len(documents), seconds, cpu, busy_share)
     finally:
         for child in children:
             child.send_signal(signal.SIGCONT)
@@ -214,7 +228,8 @@ def _measure(args: argparse.Namespace, latency_ms: float, topology: Topology) ->
                 print(
                     f"  latency={latency_ms:g}ms round {number}: {k} instance(s) "
                     f"{run.rate:.0f} events/s {run.cpu_per_event * 1e6:.0f} us CPU/event "
-                    f"({run.events} events in {run.seconds:.1f}s)",
+                    f"({run.events} events in {run.seconds:.1f}s; relay processes "
+                    f"{run.cpu / run.seconds:.2f} cores, machine {run.machine_busy:.0%} busy)",
                     flush=True,
                 )
     base = runs[args.instances[0]]
