@@ -4,6 +4,7 @@ fake (real ``ServiceBusMessageBatch`` objects, sends recorded, no network) is in
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import cast
 
@@ -12,12 +13,15 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusMess
 from azure.servicebus._pyamqp._encode import encode_payload
 from azure.servicebus._transport._pyamqp_transport import PyamqpTransport
 from azure.servicebus.exceptions import ServiceBusConnectionError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from events.adapters.servicebus import (
     BATCH_HEADROOM,
     EncodedMessage,
     ServiceBusPublisher,
     encode,
+    encode_amqp,
     pack,
     to_sdk_message,
 )
@@ -266,3 +270,64 @@ def test_relay_oversized_event_is_quarantined_before_any_send() -> None:
         QuarantineReason.BLOCKED_BEHIND_QUARANTINED,
     ]
     assert client.sent_ids() == [factories.outbox_id("order-1", "evt-1")]
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=300) | st.sampled_from(
+    ["", "x" * 255, "x" * 256, "é" * 127, "é" * 128, "東" * 85, "東" * 86]
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    message_id=st.text(st.characters(codec="utf-8"), min_size=1, max_size=128),
+    session=st.text(st.characters(codec="utf-8"), min_size=1, max_size=128),
+    subject=_TEXT,
+    body=st.binary(max_size=600) | st.sampled_from([b"x" * 255, b"x" * 256]),
+    properties=st.dictionaries(_TEXT, _TEXT, max_size=40),
+)
+def test_encode_any_message_is_byte_identical_to_the_sdks_encoder(
+    message_id: str, session: str, subject: str, body: bytes, properties: dict[str, str]
+) -> None:
+    message = OutgoingMessage(
+        destination="integration-events",
+        message_id=message_id,
+        session_id=session,
+        subject=subject,
+        content_type="application/json",
+        body=body,
+        application_properties=properties,
+    )
+
+    encoded = encode(message)
+
+    assert bytes(encoded.data) == _wire_alone(to_sdk_message(message))
+    sdk_batch = ServiceBusMessageBatch(max_size_in_bytes=_LINK_LIMIT)
+    sdk_batch.add_message(to_sdk_message(message))
+    assert bytes(sdk_batch._message[5][0]) == bytes(encoded.data)  # what add_message appends
+
+
+def test_encode_amqp_message_the_fast_path_does_not_cover_is_left_to_the_sdk() -> None:
+    amqp = encode(_message(0, b"{}")).sdk_message._message
+    numeric = amqp._replace(application_properties={"n": 7, "s": "x"})
+    expected = bytearray()
+    encode_payload(expected, numeric)
+
+    assert encode_amqp(numeric) == expected
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        {"": "x" * 250},  # map entries of 254 bytes: map8
+        {"": "x" * 251},  # 255 bytes: map32
+        {"": "x" * 252},
+        {f"{n:02x}": "" for n in range(127)},  # 254 map items: map8 by count
+        {f"{n:02x}": "" for n in range(128)},  # 256 map items: map32
+    ],
+)
+def test_encode_map_size_at_the_small_encoding_limits_matches_the_sdk(
+    properties: dict[str, str],
+) -> None:
+    message = dataclasses.replace(_message(0, b"{}"), application_properties=properties)
+
+    assert bytes(encode(message).data) == _wire_alone(to_sdk_message(message))
