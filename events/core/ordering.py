@@ -6,10 +6,12 @@ store: contiguous). Service Bus sessions keep one partition key in order, but a 
 dead-letter re-submission or a consumer without sessions can deliver an older event after a
 newer one. A consumer compares each event with the position it keeps:
 
-- ``first``: no position yet; ``next``: one more than the position, or higher where the
-  stream is not contiguous;
-- ``late``: not above the position: an older event than one already handled (skipped by
-  default, logged as a WARNING with ids);
+- ``first``: no position yet; ``next``: equal to the position, one more, or higher where
+  the stream is not contiguous;
+- ``late``: below the position: an older event than one already handled (skipped by
+  default, logged as a WARNING with ids). Equal is not late: the documents of one
+  transactional batch share one LSN, so an outbox event and its entity's CDC event carry the
+  same sequence;
 - ``gap``: higher than the position plus one on a contiguous stream: events are missing in
   between (reported, then handled). A stream whose private events are never published has
   such gaps by design: declare it contiguous only when every version is published.
@@ -118,7 +120,7 @@ def sequence_number(event: IntegrationEvent) -> int | None:
 def arrival_of(last: Position | None, sequence: int, *, contiguous: bool) -> Arrival:
     if last is None:
         return Arrival.FIRST
-    if sequence <= last.sequence:
+    if sequence < last.sequence:
         return Arrival.LATE
     if contiguous and sequence > last.sequence + 1:
         return Arrival.GAP

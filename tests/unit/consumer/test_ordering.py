@@ -40,14 +40,15 @@ def _event(
     )
 
 
-def test_arrival_of_classifies_first_next_gap_and_late() -> None:
+def test_arrival_of_equal_sequence_is_next_lower_is_late_jump_is_gap_when_contiguous() -> None:
     last = Position(STORE, "pay-1", 5)
 
     assert arrival_of(None, 9, contiguous=True) is Arrival.FIRST
     assert arrival_of(last, 6, contiguous=True) is Arrival.NEXT
     assert arrival_of(last, 8, contiguous=True) is Arrival.GAP
     assert arrival_of(last, 8, contiguous=False) is Arrival.NEXT
-    assert arrival_of(last, 5, contiguous=False) is Arrival.LATE
+    assert arrival_of(last, 5, contiguous=False) is Arrival.NEXT  # one batch, one LSN
+    assert arrival_of(last, 4, contiguous=False) is Arrival.LATE
     assert arrival_of(last, 2, contiguous=True) is Arrival.LATE
 
 
