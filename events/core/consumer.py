@@ -275,7 +275,7 @@ class IdempotentConsumer:
         self.name = name
         self._inbox = inbox
         self._handler = handler
-        self._ordering = ordering if ordering is not None else OrderPolicy()
+        self._ordering = ordering
         self._claim = timedelta(seconds=claim_seconds)
         self._retention = retention_seconds
         self._clock = clock
@@ -302,25 +302,21 @@ class IdempotentConsumer:
                 extra={"event_id": event.id},
             )
             return Outcome(handled=False, duplicate=True)
-        sequence = sequence_number(event)
-        last = (
-            None
-            if sequence is None
-            else self._inbox.position(self.name, event.source, event.partitionkey)
-        )
-        arrival = (
-            None
-            if sequence is None
-            else arrival_of(last, sequence, contiguous=self._ordering.contiguous(event))
-        )
-        if arrival is Arrival.LATE and last is not None and sequence is not None:
+        policy = self._ordering
+        sequence = None if policy is None else sequence_number(event)
+        last: Position | None = None
+        arrival: Arrival | None = None
+        if policy is not None and sequence is not None:
+            last = self._inbox.position(self.name, event.source, event.partitionkey)
+            arrival = arrival_of(last, sequence, contiguous=policy.contiguous(event))
+        if policy is not None and arrival is Arrival.LATE and last and sequence is not None:
             log_late(self.name, event, last.sequence, sequence)
             self.late += 1
-            if not self._ordering.handle_late:
+            if not policy.handle_late:
                 self._inbox.complete(entry, self._retention)
                 return Outcome(handled=False, duplicate=False, late=True)
-        if arrival is Arrival.GAP and last is not None and sequence is not None:
-            self._ordering.on_gap(
+        if policy is not None and arrival is Arrival.GAP and last and sequence is not None:
+            policy.on_gap(
                 GapReport(
                     self.name, event.id, event.source, event.partitionkey, last.sequence, sequence
                 )

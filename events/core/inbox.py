@@ -442,9 +442,10 @@ class TransactionalConsumer:
     """Handle each event once per consumer, its writes committed with its inbox record.
 
     ``partition_key`` picks the partition of the consumer's store the handler writes to
-    (default: the event's partition key). The stream position is kept in that partition, in
-    the same batch, only when it is the event's own partition key; otherwise order is not
-    tracked (every event counts as in order).
+    (default: the event's partition key). With an ``ordering`` policy, the stream position
+    is kept in that partition, in the same batch, when it is the event's own partition key;
+    otherwise order is not tracked (every event counts as in order). Without a policy
+    (default) order is not tracked at all.
     """
 
     def __init__(
@@ -461,7 +462,7 @@ class TransactionalConsumer:
         self._inbox = inbox
         self._handler = handler
         self._partition_key = partition_key
-        self._ordering = ordering if ordering is not None else OrderPolicy()
+        self._ordering = ordering
         self._retention = retention_seconds
         self.handled = 0
         self.duplicates = 0
@@ -480,29 +481,30 @@ class TransactionalConsumer:
         stored = self._inbox.read(partition_key, record.id)
         if stored is not None:
             return self._duplicate(record_conflict(record, event, stored), event)
-        sequence = sequence_number(event)
+        policy = self._ordering
+        sequence = None if policy is None else sequence_number(event)
         tracked = sequence is not None and partition_key == event.partitionkey
         last: Position | None = None
         arrival: Arrival | None = None
-        if tracked and sequence is not None:
+        if policy is not None and tracked and sequence is not None:
             document = self._inbox.read(
                 partition_key, position_id(self.name, event.source, event.partitionkey)
             )
             last = None if document is None else position_of(document)
-            arrival = arrival_of(last, sequence, contiguous=self._ordering.contiguous(event))
+            arrival = arrival_of(last, sequence, contiguous=policy.contiguous(event))
         unit = UnitOfWork(partition_key, lambda i: self._inbox.read(partition_key, i))
-        if arrival is Arrival.LATE and last is not None and sequence is not None:
+        if policy is not None and arrival is Arrival.LATE and last and sequence is not None:
             log_late(self.name, event, last.sequence, sequence)
             self.late += 1
-            if not self._ordering.handle_late:
+            if not policy.handle_late:
                 # The record alone: a redelivery of this late event is a duplicate.
                 try:
                     self._commit(event, record, unit, None)
                 except DuplicateEventError as exc:
                     return self._duplicate(exc, event)
                 return Outcome(handled=False, duplicate=False, late=True)
-        if arrival is Arrival.GAP and last is not None and sequence is not None:
-            self._ordering.on_gap(
+        if policy is not None and arrival is Arrival.GAP and last and sequence is not None:
+            policy.on_gap(
                 GapReport(
                     self.name, event.id, event.source, event.partitionkey, last.sequence, sequence
                 )

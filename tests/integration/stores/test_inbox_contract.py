@@ -174,10 +174,11 @@ def test_inbox_position_is_written_only_over_the_expected_one(inbox: Inbox) -> N
 
 def test_inbox_late_event_is_detected_from_the_stored_position(inbox: Inbox) -> None:
     handled: list[str] = []
-    consumer = IdempotentConsumer("billing", inbox, lambda e: handled.append(e.id))
+    policy = OrderPolicy()
+    consumer = IdempotentConsumer("billing", inbox, lambda e: handled.append(e.id), ordering=policy)
     consumer.handle(_event("a", sequence=7))
 
-    again = IdempotentConsumer("billing", inbox, lambda e: handled.append(e.id))
+    again = IdempotentConsumer("billing", inbox, lambda e: handled.append(e.id), ordering=policy)
 
     assert again.handle(_event("b", sequence=6)).late
     assert again.handle(_event("c", sequence=8)).handled

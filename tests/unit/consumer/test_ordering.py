@@ -146,3 +146,19 @@ def test_consumer_positions_are_per_source_and_partition_key(
     assert handle(_event(3, source="/other")).handled
     assert handle(_event(None)).handled
     assert handle(_event(4)).late
+
+
+def test_consumer_without_an_order_policy_handles_older_sequences() -> None:
+    handled: list[int] = []
+    consumer = IdempotentConsumer("c", InMemoryInbox(), lambda e: handled.append(int(e.data["n"])))
+    inbox = InMemoryTransactionalInbox()
+    transactional = TransactionalConsumer("c", inbox, lambda e, u: handled.append(int(e.data["n"])))
+
+    outcomes = [
+        handle(_event(n)) for handle in (consumer.handle, transactional.handle) for n in (5, 3)
+    ]
+
+    assert [o.late for o in outcomes] == [False] * 4
+    assert handled == [5, 3, 5, 3]
+    assert inbox.read("pay-1", "position") is None
+    assert [d["kind"] for d in inbox.documents("pay-1")] == ["inbox", "inbox"]
