@@ -328,7 +328,7 @@ class IdempotentConsumer:
             self._inbox.release(entry)
             raise
         if sequence is not None:
-            self._advance(event, sequence)
+            self._advance(event, sequence, last)
         if not self._inbox.complete(entry, self._retention):
             logger.warning(
                 "claim lost consumer=%s event=%s: another delivery took it over after the "
@@ -381,11 +381,14 @@ class IdempotentConsumer:
             ids={"consumer": self.name, "event": event.id},
         )
 
-    def _advance(self, event: IntegrationEvent, sequence: int) -> None:
+    def _advance(self, event: IntegrationEvent, sequence: int, read: Position | None) -> None:
         """Move the stream's position up to ``sequence`` (never down), against concurrent
-        consumers of the same stream."""
-        for _ in range(_POSITION_ATTEMPTS):
-            current = self._inbox.position(self.name, event.source, event.partitionkey)
+        consumers of the same stream. ``read``: the position read before the handler (the
+        first attempt writes over it; a lost race reads again)."""
+        current = read
+        for attempt in range(_POSITION_ATTEMPTS):
+            if attempt:
+                current = self._inbox.position(self.name, event.source, event.partitionkey)
             if current is not None and current.sequence >= sequence:
                 return
             wanted = Position(event.source, event.partitionkey, sequence)
