@@ -63,8 +63,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: How long a claim holds before another delivery may take the event over.
-DEFAULT_CLAIM_SECONDS: Final = 300
+#: How long a claim holds before another delivery may take the event over: the message lock
+#: duration of the topology's subscriptions and queues (PT1M). Service Bus redelivers the
+#: message of a crashed consumer when its lock expires, and that delivery should find the
+#: claim expired too; a longer claim makes it meet a live claim, be abandoned and come back
+#: at once, each time counting a delivery, up to the max delivery count (dead-lettered).
+DEFAULT_CLAIM_SECONDS: Final = 60
 #: How long records are kept: the inbox container's default TTL (14 days).
 DEFAULT_RETENTION_SECONDS: Final = 1_209_600
 #: Claim attempts when records change under the consumer (create lost, take-over lost).
