@@ -9,7 +9,10 @@ second commit would show as a second document), settles each message with
 ``events.adapters.receiving`` and prints one JSON line per settled message. It stops when a
 receive comes back empty.
 
-- ``CONSUMER_CRASH_AFTER_COMMIT=1``: SIGKILL itself after the commit, before the completion.
+- ``CONSUMER_MODE=idempotent``: the idempotent consumer instead, its inbox in the ``inbox``
+  container of the same database, the effect written by the handler itself.
+- ``CONSUMER_CRASH_AFTER_COMMIT=1``: SIGKILL itself after the commit (the done mark in the
+  idempotent mode), before the completion.
 - ``CONSUMER_BARRIER=DIR:N``: each handler run waits (at most 20 s) until N runs, of any
   process, are inside a handler, so that N consumers race on their commits.
 """
@@ -29,8 +32,9 @@ from azure.cosmos import CosmosClient
 from azure.servicebus import ServiceBusClient
 
 from events.adapters.cosmos.inbox import CosmosTransactionalInbox
+from events.adapters.cosmos.stores import CosmosInbox
 from events.adapters.receiving import Settled, receive_until_idle
-from events.core.consumer import Outcome
+from events.core.consumer import IdempotentConsumer, Outcome
 from events.core.envelope import IntegrationEvent
 from events.core.inbox import TransactionalConsumer, UnitOfWork
 
@@ -45,25 +49,27 @@ def _barrier(spec: str) -> None:
         time.sleep(0.05)
 
 
-def _effect(event: IntegrationEvent, unit: UnitOfWork) -> None:
+def _effect_document(event: IntegrationEvent) -> dict[str, object]:
     barrier = os.environ.get("CONSUMER_BARRIER")
     if barrier:
         _barrier(barrier)
-    unit.create(
-        {
-            "id": f"effect-{uuid.uuid4()}",
-            "partitionKey": unit.partition_key,
-            "kind": "effect",
-            "eventId": event.id,
-            "amount": event.data.get("amount"),
-        }
-    )
+    return {
+        "id": f"effect-{uuid.uuid4()}",
+        "partitionKey": event.partitionkey,
+        "kind": "effect",
+        "eventId": event.id,
+        "amount": event.data.get("amount"),
+    }
+
+
+def _effect(event: IntegrationEvent, unit: UnitOfWork) -> None:
+    unit.create(_effect_document(event))
 
 
 class CrashingConsumer:
     """The consumer, killed after its commit when asked: the message stays unsettled."""
 
-    def __init__(self, consumer: TransactionalConsumer, crash: bool) -> None:
+    def __init__(self, consumer: TransactionalConsumer | IdempotentConsumer, crash: bool) -> None:
         self.name = consumer.name
         self._consumer = consumer
         self._crash = crash
@@ -91,11 +97,19 @@ def main(argv: list[str]) -> int:
     connection, topic, subscription, endpoint, key, database_id, container_id, name = argv
     urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     cosmos = CosmosClient(endpoint, credential=key, connection_verify=False)
-    container = cosmos.get_database_client(database_id).get_container_client(container_id)
-    consumer = CrashingConsumer(
-        TransactionalConsumer(name, CosmosTransactionalInbox(container), _effect),
-        crash=os.environ.get("CONSUMER_CRASH_AFTER_COMMIT") == "1",
-    )
+    database = cosmos.get_database_client(database_id)
+    container = database.get_container_client(container_id)
+    inner: TransactionalConsumer | IdempotentConsumer
+    if os.environ.get("CONSUMER_MODE") == "idempotent":
+        inbox = CosmosInbox(database.get_container_client("inbox"))
+
+        def effect_elsewhere(event: IntegrationEvent) -> None:
+            container.create_item(_effect_document(event))
+
+        inner = IdempotentConsumer(name, inbox, effect_elsewhere)
+    else:
+        inner = TransactionalConsumer(name, CosmosTransactionalInbox(container), _effect)
+    consumer = CrashingConsumer(inner, crash=os.environ.get("CONSUMER_CRASH_AFTER_COMMIT") == "1")
     batch = int(os.environ.get("CONSUMER_BATCH", "10"))
     with (
         ServiceBusClient.from_connection_string(connection, retry_total=0) as client,

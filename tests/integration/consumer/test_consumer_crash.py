@@ -137,6 +137,32 @@ def test_consumer_killed_after_commit_before_completion_effect_exists_once(
     assert local_servicebus.stats.dead_lettered == {}
 
 
+def test_idempotent_consumer_killed_after_done_mark_redelivery_is_a_duplicate(
+    local_servicebus: LocalServiceBus,
+    local_cosmos: LocalCosmos,
+    ledger: ContainerProxy,
+    cosmos_database: DatabaseProxy,
+) -> None:
+    cosmos_database.create_container(
+        id="inbox", partition_key=PartitionKey(path="/consumer"), default_ttl=1_209_600
+    )
+    _send(local_servicebus, _event("evt-idem", 3))
+    idempotent = {"CONSUMER_MODE": "idempotent"}
+
+    code, lines = _run(
+        local_servicebus,
+        local_cosmos,
+        ledger,
+        env={**idempotent, "CONSUMER_CRASH_AFTER_COMMIT": "1"},
+    )
+
+    assert code == -signal.SIGKILL
+    assert len(_effects(ledger, "evt-idem")) == 1
+    code, lines = _run(local_servicebus, local_cosmos, ledger, env=idempotent)
+    assert [(line["settlement"], line["duplicate"]) for line in lines] == [("completed", True)]
+    assert len(_effects(ledger, "evt-idem")) == 1
+
+
 def test_consumer_redelivered_id_with_changed_body_is_dead_lettered(
     local_servicebus: LocalServiceBus, local_cosmos: LocalCosmos, ledger: ContainerProxy
 ) -> None:
