@@ -1,10 +1,13 @@
 """Cosmos DB change feed -> CloudEvents integration events -> Azure Service Bus.
 
 The public API is small: what an application calls to write events (``OutboxWriter``,
-``EventStore``) and to consume them (``IdempotentConsumer`` with an ``Inbox``: ``CosmosInbox``
-or ``InMemoryInbox``), what a contract is (``EventPayload``), the event itself, and the error
-tree. The SDK-backed names load their adapter (and the Azure SDK) on first use, so importing
-``events`` stays cheap and SDK-free. Everything else is internal and may change.
+``EventStore``) and to consume them (``TransactionalConsumer`` with a ``TransactionalInbox``:
+``CosmosTransactionalInbox`` or ``InMemoryTransactionalInbox``, handing the handler a
+``UnitOfWork``; ``IdempotentConsumer`` with an ``Inbox``: ``CosmosInbox`` or ``InMemoryInbox``;
+both answer an ``Outcome`` and take an ``OrderPolicy``), what a contract is
+(``EventPayload``), the event itself, and the error tree. The SDK-backed names load their
+adapter (and the Azure SDK) on first use, so importing ``events`` stays cheap and SDK-free.
+Everything else is internal and may change.
 """
 
 from __future__ import annotations
@@ -12,13 +15,26 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from events.core.consumer import IdempotentConsumer, Inbox, InMemoryInbox
+from events.core.consumer import IdempotentConsumer, Inbox, InMemoryInbox, Outcome
 from events.core.contracts import ContractRegistry, EventPayload
 from events.core.envelope import IntegrationEvent
+from events.core.inbox import (
+    InMemoryTransactionalInbox,
+    TransactionalConsumer,
+    TransactionalInbox,
+    UnitOfWork,
+)
 from events.core.messages import event_from_message
+from events.core.ordering import GapReport, OrderPolicy
 from events.errors import (
     ConcurrencyConflictError,
+    DuplicateEventError,
+    EventInProgressError,
     EventTooLargeError,
+    InboxConflictError,
+    InboxError,
+    InboxTooLargeError,
+    InboxTooManyOperationsError,
     InvalidDocumentError,
     MappingError,
     OutboxConflictError,
@@ -27,6 +43,7 @@ from events.errors import (
     OutboxTooLargeError,
     OutboxTooManyOperationsError,
     PartitionKeyMismatchError,
+    PayloadMismatchError,
     PermanentError,
     PublishUnavailableError,
     RelayError,
@@ -38,6 +55,7 @@ from events.errors import (
 
 if TYPE_CHECKING:
     from events.adapters.cosmos.eventstore import EventStore, NewEvent
+    from events.adapters.cosmos.inbox import CosmosTransactionalInbox
     from events.adapters.cosmos.outbox import OutboxEvent, OutboxWriter
     from events.adapters.cosmos.stores import CosmosInbox
 
@@ -45,16 +63,26 @@ __all__ = [
     "ConcurrencyConflictError",
     "ContractRegistry",
     "CosmosInbox",
+    "CosmosTransactionalInbox",
+    "DuplicateEventError",
+    "EventInProgressError",
     "EventPayload",
     "EventStore",
     "EventTooLargeError",
+    "GapReport",
     "IdempotentConsumer",
     "InMemoryInbox",
+    "InMemoryTransactionalInbox",
     "Inbox",
+    "InboxConflictError",
+    "InboxError",
+    "InboxTooLargeError",
+    "InboxTooManyOperationsError",
     "IntegrationEvent",
     "InvalidDocumentError",
     "MappingError",
     "NewEvent",
+    "OrderPolicy",
     "OutboxConflictError",
     "OutboxError",
     "OutboxEvent",
@@ -62,13 +90,18 @@ __all__ = [
     "OutboxTooLargeError",
     "OutboxTooManyOperationsError",
     "OutboxWriter",
+    "Outcome",
     "PartitionKeyMismatchError",
+    "PayloadMismatchError",
     "PermanentError",
     "PublishUnavailableError",
     "RelayError",
     "SettingsError",
     "StoreUnavailableError",
+    "TransactionalConsumer",
+    "TransactionalInbox",
     "TransientError",
+    "UnitOfWork",
     "event_from_message",
     "is_transient",
 ]
@@ -76,6 +109,7 @@ __all__ = [
 #: Public names whose module imports the Azure SDK: loaded on first use.
 _LAZY = {
     "CosmosInbox": "events.adapters.cosmos.stores",
+    "CosmosTransactionalInbox": "events.adapters.cosmos.inbox",
     "EventStore": "events.adapters.cosmos.eventstore",
     "NewEvent": "events.adapters.cosmos.eventstore",
     "OutboxEvent": "events.adapters.cosmos.outbox",

@@ -3,7 +3,9 @@
     RelayError
     ├── TransientError          retry later: the batch is redelivered, the checkpoint stays
     │   ├── PublishUnavailableError     Service Bus unreachable, busy, timed out or refusing
-    │   └── StoreUnavailableError       Cosmos DB throttled (429) or unavailable (503, 408, ...)
+    │   ├── StoreUnavailableError       Cosmos DB throttled (429) or unavailable (503, 408, ...)
+    │   ├── EventInProgressError        another delivery of the event holds a live claim
+    │   └── InboxConflictError          a consumer's write lost against a concurrent one (412)
     └── PermanentError          retrying cannot help: quarantine the document or fix the input
         ├── SettingsError               a missing or bad setting or topology file
         ├── MappingError                a document that cannot become an event
@@ -15,7 +17,15 @@
         │   ├── OutboxTooManyOperationsError more than 100 operations in one batch
         │   ├── OutboxTooLargeError         the batch is over 2 MB
         │   └── PartitionKeyMismatchError   an event in another partition than its entity
-        └── ConcurrencyConflictError    an event-store append lost against another writer
+        ├── ConcurrencyConflictError    an event-store append lost against another writer
+        └── InboxError                  a consumer's unit of work cannot be committed
+            ├── DuplicateEventError         the consumer handled this event id already
+            ├── PayloadMismatchError        a redelivered event id carries another payload
+            ├── InboxTooManyOperationsError more than 100 operations in one batch
+            └── InboxTooLargeError          the batch is over 2 MB
+
+A receiving loop settles a message by the same question: complete it when handled (or a
+duplicate), dead-letter it on a permanent error, abandon it (redelivery) on a transient one.
 
 ``is_transient`` is the one question hosts ask: transient errors make the host retry the whole
 batch; permanent ones are handled inside the batch (quarantine) or reported to the caller.
@@ -34,7 +44,13 @@ from types import MappingProxyType
 
 __all__ = [
     "ConcurrencyConflictError",
+    "DuplicateEventError",
+    "EventInProgressError",
     "EventTooLargeError",
+    "InboxConflictError",
+    "InboxError",
+    "InboxTooLargeError",
+    "InboxTooManyOperationsError",
     "InvalidDocumentError",
     "MappingError",
     "OutboxConflictError",
@@ -43,6 +59,7 @@ __all__ = [
     "OutboxTooLargeError",
     "OutboxTooManyOperationsError",
     "PartitionKeyMismatchError",
+    "PayloadMismatchError",
     "PermanentError",
     "PublishUnavailableError",
     "RelayError",
@@ -138,6 +155,37 @@ class PartitionKeyMismatchError(OutboxError):
 
 
 class ConcurrencyConflictError(PermanentError):
+    pass
+
+
+class EventInProgressError(TransientError):
+    """Another delivery claimed the event and its claim has not expired: abandon the message,
+    it comes back after the claim ends (done, released, or expired after a crash)."""
+
+
+class InboxConflictError(TransientError):
+    """A document the unit of work replaces, or the stream position, changed since it was
+    read: handling again reads the new state."""
+
+
+class InboxError(PermanentError):
+    pass
+
+
+class DuplicateEventError(InboxError):
+    """The inbox already holds the event id for this consumer: its effect is committed."""
+
+
+class PayloadMismatchError(InboxError):
+    """An event id the consumer knows arrived with another payload hash: refused, never handled
+    (a producer reusing ids, or a tampered message); dead-letter it."""
+
+
+class InboxTooManyOperationsError(InboxError):
+    pass
+
+
+class InboxTooLargeError(InboxError):
     pass
 
 

@@ -37,7 +37,13 @@ def test_errors_every_class_is_drawn_in_the_module_tree() -> None:
 def test_errors_transient_is_a_property_of_the_type() -> None:
     transient = {c.__name__ for c in _classes() if is_transient(c("x"))}
 
-    assert transient == {"TransientError", "PublishUnavailableError", "StoreUnavailableError"}
+    assert transient == {
+        "TransientError",
+        "PublishUnavailableError",
+        "StoreUnavailableError",
+        "EventInProgressError",
+        "InboxConflictError",
+    }
 
 
 def test_errors_conflict_and_failed_precondition_are_different_errors() -> None:

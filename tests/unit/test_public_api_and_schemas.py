@@ -24,6 +24,33 @@ def test_public_api_is_exactly_what_all_names() -> None:
     assert len(events.__all__) == len(set(events.__all__))
 
 
+def test_public_api_names_both_consumer_modes_their_stores_and_errors() -> None:
+    receiving = {
+        "TransactionalConsumer",
+        "TransactionalInbox",
+        "UnitOfWork",
+        "InMemoryTransactionalInbox",
+        "CosmosTransactionalInbox",
+        "IdempotentConsumer",
+        "Inbox",
+        "InMemoryInbox",
+        "CosmosInbox",
+        "Outcome",
+        "OrderPolicy",
+        "GapReport",
+        "InboxError",
+        "DuplicateEventError",
+        "PayloadMismatchError",
+        "EventInProgressError",
+        "InboxConflictError",
+        "InboxTooManyOperationsError",
+        "InboxTooLargeError",
+    }
+
+    assert receiving - set(events.__all__) == set()
+    assert events.CosmosTransactionalInbox.__module__ == "events.adapters.cosmos.inbox"
+
+
 def test_public_api_import_loads_no_azure_sdk_until_an_adapter_is_used() -> None:
     probe = (
         "import sys, events; before = sorted(m for m in sys.modules if m.startswith('azure')); "

@@ -7,6 +7,9 @@
   ``OutboxPreconditionFailedError``, 413 too large -> ``OutboxTooLargeError``
 - in an event-store batch, 409 another writer appended that version ->
   ``ConcurrencyConflictError``
+- in a consumer's inbox batch, a handler's operation refused: 409 exists -> ``InboxError``,
+  412 stale etag -> ``InboxConflictError`` (transient), 413 -> ``InboxTooLargeError``; the
+  inbox record's own 409 is a duplicate, read and told apart by ``events.core.inbox``
 
 Everything else is the caller's to interpret. One WARNING per outage and resource, one INFO on
 recovery (``AvailabilityLog``).
@@ -28,6 +31,9 @@ from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosHttpRespons
 from events.availability import AvailabilityLog
 from events.errors import (
     ConcurrencyConflictError,
+    InboxConflictError,
+    InboxError,
+    InboxTooLargeError,
     OutboxConflictError,
     OutboxError,
     OutboxPreconditionFailedError,
@@ -57,7 +63,7 @@ CREDENTIALS_REFUSED_STATUS: Final = frozenset({401, 403})
 #: A lease write that found the document gone (404), there already (409) or changed (412).
 LEASE_LOST_STATUS: Final = frozenset({404, 409, 412})
 
-BatchWriter = Literal["outbox", "eventstore"]
+BatchWriter = Literal["outbox", "eventstore", "inbox"]
 
 #: Per writer, the status of the failing operation of a transactional batch -> its error.
 BATCH_ERRORS: Final[Mapping[BatchWriter, Mapping[int, type[RelayError]]]] = MappingProxyType(
@@ -70,10 +76,13 @@ BATCH_ERRORS: Final[Mapping[BatchWriter, Mapping[int, type[RelayError]]]] = Mapp
             }
         ),
         "eventstore": MappingProxyType({409: ConcurrencyConflictError}),
+        "inbox": MappingProxyType(
+            {409: InboxError, 412: InboxConflictError, 413: InboxTooLargeError}
+        ),
     }
 )
 _FALLBACK: Final[Mapping[BatchWriter, type[RelayError]]] = MappingProxyType(
-    {"outbox": OutboxError, "eventstore": PermanentError}
+    {"outbox": OutboxError, "eventstore": PermanentError, "inbox": InboxError}
 )
 
 _availability = AvailabilityLog(logger)

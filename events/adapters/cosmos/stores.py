@@ -1,4 +1,5 @@
-"""Cosmos DB adapters for the relay's own state: the quarantine and the consumer inbox.
+"""Cosmos DB adapters for the relay's own state: the quarantine and the idempotent consumer's
+inbox (the transactional inbox lives in the consumer's own container: ``cosmos.inbox``).
 
 The quarantine container (partition key ``/partitionKey``, the aggregate's partition key value)
 holds two kinds of documents in each aggregate's logical partition: its records, and one
@@ -14,14 +15,20 @@ the release fail (412) instead of losing the new record behind a released aggreg
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from azure.core import MatchConditions
 from azure.cosmos import ContainerProxy
-from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosResourceNotFoundError
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
+)
 
 from events.adapters.cosmos.errors import location_of, translate_cosmos_errors
+from events.core.consumer import InboxEntry, InboxState
+from events.core.ordering import POSITION_KIND, Position, position_id
 from events.core.quarantine import ParkedAggregate, QuarantineRecord, parked_aggregate_id
 
 __all__ = ["CosmosInbox", "CosmosQuarantine"]
@@ -164,20 +171,160 @@ class CosmosQuarantine:
 
 
 class CosmosInbox:
-    """Consumer inbox: one document per (consumer, event id); partition key ``/consumer``."""
+    """The idempotent consumer's inbox: partition key ``/consumer``, one document per
+    (consumer, event id) with id = event id, and one position document per stream
+    (``kind = "position"``). Claims are conditional writes: create (409 = taken), replace and
+    delete under the ``_etag`` read (412 = changed since). Records carry a ``ttl``: the
+    container must have TTL on (the topology's inbox container has a default TTL).
+
+    Records written before claims (``{"id", "consumer"}`` only) read as done, any payload.
+    """
 
     def __init__(self, container: ContainerProxy) -> None:
         self._container = container
         self._where = location_of(container)
 
-    def seen(self, consumer: str, event_id: str) -> bool:
+    def entry(self, consumer: str, event_id: str) -> InboxEntry | None:
         with translate_cosmos_errors("inbox read", where=self._where):
             try:
-                self._container.read_item(event_id, partition_key=consumer)
+                item = self._container.read_item(event_id, partition_key=consumer)
             except CosmosResourceNotFoundError:
+                return None
+        return _entry(item)
+
+    def create(
+        self,
+        consumer: str,
+        event_id: str,
+        digest: str,
+        claim_expires_at: datetime,
+        ttl_seconds: int,
+    ) -> InboxEntry | None:
+        body = {
+            "id": event_id,
+            "consumer": consumer,
+            "state": InboxState.IN_PROGRESS.value,
+            "payloadHash": digest,
+            "claimExpiresAt": claim_expires_at.isoformat(),
+            "ttl": ttl_seconds,
+        }
+        with translate_cosmos_errors("inbox claim", where=self._where):
+            try:
+                return _entry(self._container.create_item(body))
+            except CosmosResourceExistsError:
+                return None
+
+    def _replace(self, entry: InboxEntry, body: dict[str, Any]) -> InboxEntry | None:
+        with translate_cosmos_errors("inbox write", where=self._where):
+            try:
+                item = self._container.replace_item(
+                    entry.event_id,
+                    body,
+                    etag=entry.version,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+                return None
+        return _entry(item)
+
+    def take_over(
+        self, entry: InboxEntry, claim_expires_at: datetime, ttl_seconds: int
+    ) -> InboxEntry | None:
+        return self._replace(
+            entry, _entry_document(entry, entry.state, claim_expires_at, ttl_seconds)
+        )
+
+    def complete(self, entry: InboxEntry, ttl_seconds: int) -> bool:
+        body = _entry_document(entry, InboxState.DONE, entry.claim_expires_at, ttl_seconds)
+        return self._replace(entry, body) is not None
+
+    def release(self, entry: InboxEntry) -> None:
+        with translate_cosmos_errors("inbox release", where=self._where):
+            try:
+                self._container.delete_item(
+                    entry.event_id,
+                    partition_key=entry.consumer,
+                    etag=entry.version,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+                return  # taken over or gone: not ours to release any more
+
+    def position(self, consumer: str, source: str, partition_key: str) -> Position | None:
+        with translate_cosmos_errors("inbox position read", where=self._where):
+            try:
+                item = self._container.read_item(
+                    position_id(consumer, source, partition_key), partition_key=consumer
+                )
+            except CosmosResourceNotFoundError:
+                return None
+        return _position(item)
+
+    def save_position(self, consumer: str, position: Position, expected: Position | None) -> bool:
+        document_id = position_id(consumer, position.source, position.partition_key)
+        body = {
+            "id": document_id,
+            "consumer": consumer,
+            "kind": POSITION_KIND,
+            "source": position.source,
+            "streamPartitionKey": position.partition_key,
+            "sequence": position.sequence,
+            "ttl": -1,
+        }
+        with translate_cosmos_errors("inbox position write", where=self._where):
+            try:
+                if expected is None:
+                    self._container.create_item(body)
+                else:
+                    self._container.replace_item(
+                        document_id,
+                        body,
+                        etag=expected.version,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+            except (
+                CosmosResourceExistsError,
+                CosmosAccessConditionFailedError,
+                CosmosResourceNotFoundError,
+            ):
                 return False
         return True
 
-    def record(self, consumer: str, event_id: str) -> None:
-        with translate_cosmos_errors("inbox write", where=self._where):
-            self._container.upsert_item({"id": event_id, "consumer": consumer})
+
+_NEVER: Final = datetime.min.replace(tzinfo=UTC)
+
+
+def _entry(item: Mapping[str, Any]) -> InboxEntry:
+    state = item.get("state")
+    digest = item.get("payloadHash")
+    expires = item.get("claimExpiresAt")
+    return InboxEntry(
+        consumer=str(item["consumer"]),
+        event_id=str(item["id"]),
+        state=InboxState.IN_PROGRESS if state == InboxState.IN_PROGRESS.value else InboxState.DONE,
+        payload_hash=digest if isinstance(digest, str) else None,
+        claim_expires_at=datetime.fromisoformat(expires) if isinstance(expires, str) else _NEVER,
+        version=str(item["_etag"]),
+    )
+
+
+def _entry_document(
+    entry: InboxEntry, state: InboxState, claim_expires_at: datetime, ttl_seconds: int
+) -> dict[str, Any]:
+    return {
+        "id": entry.event_id,
+        "consumer": entry.consumer,
+        "state": state.value,
+        "payloadHash": entry.payload_hash,
+        "claimExpiresAt": claim_expires_at.isoformat(),
+        "ttl": ttl_seconds,
+    }
+
+
+def _position(item: Mapping[str, Any]) -> Position:
+    return Position(
+        source=str(item["source"]),
+        partition_key=str(item["streamPartitionKey"]),
+        sequence=int(item["sequence"]),
+        version=str(item["_etag"]),
+    )

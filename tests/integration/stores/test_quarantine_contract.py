@@ -1,4 +1,5 @@
-"""Contract tests shared by the in-memory and the Cosmos DB quarantine store and inbox."""
+"""Contract tests shared by the in-memory and the Cosmos DB quarantine store (the inbox
+contract: test_inbox_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from typing import Protocol
 import pytest
 from azure.cosmos import DatabaseProxy, PartitionKey
 
-from events.adapters.cosmos.stores import CosmosInbox, CosmosQuarantine
-from events.core.consumer import IdempotentConsumer, Inbox, InMemoryInbox
-from events.core.envelope import IntegrationEvent
+from events.adapters.cosmos.stores import CosmosQuarantine
 from events.core.quarantine import (
     InMemoryQuarantine,
     QuarantineAdmin,
@@ -56,16 +55,6 @@ def quarantine(request: pytest.FixtureRequest) -> Iterator[tuple[AdminStore, Rea
         return items[0] if items else None
 
     yield CosmosQuarantine(container), read_cosmos
-
-
-@pytest.fixture(params=["memory", pytest.param("cosmos", marks=pytest.mark.integration)])
-def inbox(request: pytest.FixtureRequest) -> Inbox:
-    if request.param == "memory":
-        return InMemoryInbox()
-    database: DatabaseProxy = request.getfixturevalue("cosmos_database")
-    return CosmosInbox(
-        database.create_container(id="inbox", partition_key=PartitionKey(path="/consumer"))
-    )
 
 
 def _record(lsn: int = 7, error: str = "bad time") -> QuarantineRecord:
@@ -229,51 +218,3 @@ def test_quarantine_parked_aggregates_lists_by_feed_longest_parked_first(
     ]
     assert [p.partition_key for p in store.parked_aggregates(feed="other")] == ["order-3"]
     assert [p.partition_key for p in store.parked_aggregates(limit=1)] == ["order-1"]
-
-
-def _event(event_id: str) -> IntegrationEvent:
-    return IntegrationEvent(
-        id=event_id,
-        source="/test",
-        type="OrderPlaced",
-        subject="order-1",
-        time=NOW,
-        data={},
-        partitionkey="order-1",
-    )
-
-
-def test_inbox_consumer_handles_each_event_id_once(inbox: Inbox) -> None:
-    handled: list[str] = []
-    consumer = IdempotentConsumer("billing", inbox, lambda e: handled.append(e.id))
-
-    outcomes = [consumer.handle(_event(i)) for i in ("a", "b", "a", "b", "c")]
-
-    assert handled == ["a", "b", "c"]
-    assert [o.duplicate for o in outcomes] == [False, False, True, True, False]
-    assert (consumer.handled, consumer.duplicates) == (3, 2)
-
-
-def test_inbox_consumers_are_independent(inbox: Inbox) -> None:
-    handled: list[str] = []
-    IdempotentConsumer("billing", inbox, lambda e: handled.append("billing")).handle(_event("a"))
-
-    IdempotentConsumer("shipping", inbox, lambda e: handled.append("shipping")).handle(_event("a"))
-
-    assert handled == ["billing", "shipping"]
-
-
-def test_inbox_handler_failure_records_nothing_so_redelivery_retries(inbox: Inbox) -> None:
-    attempts: list[str] = []
-
-    def flaky(event: IntegrationEvent) -> None:
-        attempts.append(event.id)
-        if len(attempts) == 1:
-            raise RuntimeError("downstream unavailable")
-
-    consumer = IdempotentConsumer("billing", inbox, flaky)
-    with pytest.raises(RuntimeError):
-        consumer.handle(_event("a"))
-
-    assert consumer.handle(_event("a")).handled
-    assert attempts == ["a", "a"]
