@@ -12,11 +12,25 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from events.core.envelope import IntegrationEvent
 
-__all__ = ["ConsumerStore", "Documents", "Handler", "InMemoryConsumerStore"]
+__all__ = ["ConsumerStore", "Documents", "Handler", "InMemoryConsumerStore", "Received"]
+
+
+@dataclass(frozen=True)
+class Received:
+    """A received message as every host hands it over (the Functions trigger's
+    ``ServiceBusMessage``, an SDK receiver's message): what ``event_from_message`` reads, and
+    the ids to log."""
+
+    message_id: str
+    body: bytes
+    application_properties: Mapping[str | bytes, object]
+    content_type: str | None
+    delivery_count: int | None = None
 
 
 class Documents(Protocol):

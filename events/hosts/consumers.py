@@ -22,15 +22,13 @@ Errors of one message, and what the hosts do with them:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 from pydantic import ValidationError
 
 from events.core.consumer import IdempotentConsumer, Inbox, Outcome
 from events.core.envelope import IntegrationEvent
-from events.core.handling import ConsumerStore
+from events.core.handling import ConsumerStore, Received
 from events.core.messages import event_from_message
 from events.deployment.catalog import ConsumerDefinition
 from events.errors import PermanentError, SettingsError
@@ -59,17 +57,6 @@ class Consumer(Protocol):
 class UnreadableMessageError(PermanentError):
     """A received message is not an integration event (bad JSON body, missing or invalid
     ``cloudEvents:`` properties): redelivering it cannot help."""
-
-
-@dataclass(frozen=True)
-class Received:
-    """A received message, whichever host received it."""
-
-    message_id: str
-    body: bytes
-    application_properties: Mapping[str | bytes, object]
-    content_type: str | None
-    delivery_count: int | None = None
 
 
 def build_consumer(definition: ConsumerDefinition, inbox: Inbox, store: ConsumerStore) -> Consumer:
