@@ -8,7 +8,12 @@ import threading
 import time
 
 import pytest
-from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
+from azure.servicebus import (
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusReceivedMessage,
+    ServiceBusSubQueue,
+)
 
 from events.adapters.receiving import SessionReceiving
 from events.core.handling import Received
@@ -88,7 +93,7 @@ def test_session_receiving_permanent_failure_dead_letters_at_once(
         TOPIC, SUBSCRIPTION, sub_queue=ServiceBusSubQueue.DEAD_LETTER, max_wait_time=5
     ) as dead:
         deadline = time.monotonic() + WAIT_SECONDS
-        lettered = []
+        lettered: list[ServiceBusReceivedMessage] = []
         while not lettered and time.monotonic() < deadline:
             lettered = dead.receive_messages(max_message_count=10, max_wait_time=2)
         assert [str(m.message_id) for m in lettered] == ["m-bad"]
