@@ -169,6 +169,7 @@ def test_check_command_window_shorter_than_retry_exits_1_one_line_per_rule(
         ["-h"],
         ["help"],
         ["run", "--help"],
+        ["consume", "--help"],
         ["dev", "--help"],
         ["schemas", "--help"],
         ["quarantine", "--help"],
