@@ -48,17 +48,24 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
+from azure.cosmos import DatabaseProxy
 from azure.servicebus import ServiceBusClient
 
 from devstack.demo.consumer import Consumer
 from devstack.demo.drain import DrainRule, DrainVerdict
 from devstack.demo.ledger import Ledger, Tally
 from devstack.demo.printer import Printer, PrinterHandler
-from devstack.demo.stack import Relay, local_stack, pooled_client, relay_environment
+from devstack.demo.stack import (
+    DeclaredConsumers,
+    Relay,
+    local_stack,
+    pooled_client,
+    relay_environment,
+)
 from devstack.demo.writer import Writer
 from devstack.servicebus import LocalServiceBus
 from events.adapters.cosmos.stores import CosmosInbox
-from events.deployment.topology import load_topology
+from events.deployment.topology import Topology, load_topology
 
 __all__ = [
     "Consumer",
@@ -119,6 +126,9 @@ class Demo:
             self.printer.line(f"servicebus {bus.connection_string}")
             relay = Relay(relay_environment(cosmos, bus), data_dir / "relay.log")
             relay.start()
+            declared = DeclaredConsumers(relay_environment(cosmos, bus), data_dir / "consume.log")
+            if topology.service_bus.consumers:
+                declared.start()
             try:
                 database = cosmos.client().get_database_client(topology.cosmos.database)
                 threads_total = sum(CONSUMER_THREADS.values())
@@ -148,9 +158,28 @@ class Demo:
                         relay.stop()  # before the consumer threads end: nothing new arrives
                         for thread in threads:
                             thread.join(timeout=10)
+                self._report_declared(database, topology)
             finally:
                 relay.stop()
+                declared.stop()
             return sum(bus.stats.messages.values())
+
+    def _report_declared(self, database: DatabaseProxy, topology: Topology) -> None:
+        """One line per declared consumer: the documents its handler wrote so far."""
+        for consumer in topology.service_bus.consumers:
+            container = database.get_container_client(consumer.container)
+            count = next(
+                iter(
+                    container.query_items(
+                        "SELECT VALUE COUNT(1) FROM c", enable_cross_partition_query=True
+                    )
+                ),
+                0,
+            )
+            self.printer.line(
+                f"declared consumer {consumer.name}: {count} documents in {consumer.container} "
+                "(python -m events consume, log consume.log)"
+            )
 
     def _status(self, bus: LocalServiceBus, prefix: str = "") -> None:
         tally = self.ledger.tally()

@@ -1,4 +1,4 @@
-"""The local servers and the relay process the demo runs on."""
+"""The local servers, the relay process and the declared consumers' process the demo runs on."""
 
 from __future__ import annotations
 
@@ -22,7 +22,15 @@ from devstack.servicebus import LocalServiceBus
 from events.deployment import settings as names
 from events.deployment.topology import Topology
 
-__all__ = ["ROOT", "Relay", "local_stack", "pooled_client", "relay_environment", "spawn_relay"]
+__all__ = [
+    "ROOT",
+    "DeclaredConsumers",
+    "Relay",
+    "local_stack",
+    "pooled_client",
+    "relay_environment",
+    "spawn_relay",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,6 +89,44 @@ class Relay:
         self._process.send_signal(signal.SIGTERM)
         try:
             self._process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=10)
+
+
+class DeclaredConsumers:
+    """The declaration's consumers as a child process: ``python -m events consume`` with the
+    dev-stack settings, its output appended to ``log_path``."""
+
+    RECEIVERS = 2
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self._env = env
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self._log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    *("-m", "events", "consume", "--insecure-local"),
+                    *("--receivers", str(self.RECEIVERS)),
+                ],
+                cwd=ROOT,
+                env={**os.environ, **self._env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            self._process.wait(timeout=40)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(timeout=10)

@@ -18,8 +18,9 @@ code change. What the document says, and where it comes from:
   binary content mode), read from the mapping itself with a probe event, so the document
   cannot drift from the wire. ``correlationId`` is the event id; the Service Bus message id,
   session id (the partition key: order per aggregate) and subject are in ``x-servicebus``.
-- ``operations``: ``send`` on each queue and topic the relay routes events to: the document
-  describes the relay, and consumers read the subscription and queue channels.
+- ``operations``: ``send`` on each queue and topic the relay routes events to, and
+  ``receive`` on the subscription of each consumer the declaration runs in the app
+  (``serviceBus.consumers``); other consumers read the subscription and queue channels.
 """
 
 from __future__ import annotations
@@ -404,6 +405,24 @@ def _operations(sent: Mapping[str, list[type[EventPayload]]]) -> dict[str, Any]:
     }
 
 
+def _receive_operations(deployment: Deployment, channels: Mapping[str, Any]) -> dict[str, Any]:
+    operations: dict[str, Any] = {}
+    for consumer in deployment.consumers:
+        channel_id = _component_id(f"{consumer.topic}.{consumer.subscription}")
+        operations[f"receive-{_component_id(consumer.name)}"] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{channel_id}"},
+            "summary": f"The consumer {consumer.name} ({consumer.mode}) handles these events "
+            "once each, in order per session.",
+            "messages": [
+                {"$ref": f"#/channels/{channel_id}/messages/{key}"}
+                for key in channels[channel_id]["messages"]
+            ],
+            "x-servicebus": {"function": consumer.function_name, "handler": consumer.handler_path},
+        }
+    return operations
+
+
 def asyncapi_document(deployment: Deployment, *, version: str) -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document of ``deployment`` (``version``: the info version)."""
     wire = _wire()
@@ -442,7 +461,7 @@ def asyncapi_document(deployment: Deployment, *, version: str) -> dict[str, Any]
             }
         },
         "channels": channels,
-        "operations": _operations(sent),
+        "operations": {**_operations(sent), **_receive_operations(deployment, channels)},
         "components": {
             "schemas": schemas,
             "messages": messages,

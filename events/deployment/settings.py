@@ -66,9 +66,13 @@ _MAX_ENTITY_NAME = 260
 
 def setting_defaults(topology: Topology) -> dict[str, str]:
     """Every name setting the declaration implies, with its default: the database, the
-    CloudEvents source, and one per declared container (its declared name)."""
+    CloudEvents source, one per declared container (its declared name), and the topic and
+    subscription settings of each declared consumer."""
     defaults = {DATABASE: topology.cosmos.database, EVENT_SOURCE: _EVENT_SOURCE_DEFAULT}
     defaults.update({c.setting: c.name for c in topology.cosmos.containers})
+    for consumer in topology.service_bus.consumers:
+        defaults[consumer.topic_setting] = consumer.topic
+        defaults[consumer.subscription_setting] = consumer.subscription
     return defaults
 
 
@@ -100,6 +104,8 @@ class Settings:
     event_source: str
     default_destination: str
     routes: Mapping[str, str] = field(default_factory=dict)
+    #: Declared consumer name -> (topic, subscription) in use (their settings, or declared).
+    consumer_entities: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     cosmos_timeout: float = TIMEOUT_DEFAULTS[COSMOS_TIMEOUT]
     servicebus_timeout: float = TIMEOUT_DEFAULTS[SERVICEBUS_TIMEOUT]
 
@@ -271,6 +277,15 @@ def load_settings(environ: Mapping[str, str], topology: Topology) -> Settings:
         event_source=_name(environ, EVENT_SOURCE, _EVENT_SOURCE_DEFAULT, problems, path=True),
         default_destination=topology.service_bus.default_destination,
         routes=MappingProxyType(dict(topology.service_bus.routes)),
+        consumer_entities=MappingProxyType(
+            {
+                c.name: (
+                    _name(environ, c.topic_setting, c.topic, problems),
+                    _name(environ, c.subscription_setting, c.subscription, problems),
+                )
+                for c in topology.service_bus.consumers
+            }
+        ),
         cosmos_timeout=_timeout(environ, COSMOS_TIMEOUT, problems),
         servicebus_timeout=_timeout(environ, SERVICEBUS_TIMEOUT, problems),
     )

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from events.errors import SettingsError
 
 __all__ = [
+    "ConsumerSpec",
     "ContainerSpec",
     "CorrelationFilter",
     "FeedSpec",
@@ -32,7 +33,16 @@ __all__ = [
 
 #: The source kinds a feed can list; anything else is refused when the file is loaded.
 SOURCE_KINDS = ("outbox", "cdc", "eventstore")
-ContainerRole = Literal["monitored", "leases", "quarantine", "inbox"]
+ContainerRole = Literal["monitored", "leases", "quarantine", "inbox", "consumer"]
+#: How a declared consumer records what it handled (docs/decisions.md, "A consumer in the
+#: Functions app"): ``idempotent`` = the shared inbox, ``transactional`` = its own container.
+ConsumerMode = Literal["idempotent", "transactional"]
+#: Function names the Functions app registers besides the declared ones.
+RESERVED_FUNCTIONS = ("quarantine_expiry", "feed_lag")
+_FUNCTION_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,126}$"
+_SETTING_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,126}$"
+#: ``package.module:function``, each part a Python identifier.
+_HANDLER_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 
 _ISO_DURATION = re.compile(
     r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$"
@@ -70,7 +80,7 @@ class CdcRuleSpec(_Spec):
 
 
 class FeedSpec(_Spec):
-    function: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,126}$")
+    function: str = Field(pattern=_FUNCTION_NAME)
     lease_prefix: str = Field(alias="leasePrefix", min_length=1)
     sources: tuple[str, ...] = Field(min_length=1)
     cdc: tuple[CdcRuleSpec, ...] = ()
@@ -161,12 +171,39 @@ class QueueSpec(_Entity, _Delivery):
     pass
 
 
+class ConsumerSpec(_Spec):
+    """A consumer of a topic subscription, run as one Service Bus-triggered function.
+
+    ``topicSetting`` and ``subscriptionSetting`` are the app settings naming the topic and the
+    subscription in use (the bindings read ``%SETTING%``); ``handler`` is
+    ``package.module:function``; ``container`` is the consumer's own Cosmos DB container (role
+    ``consumer``), the store its handler writes to.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    function: str = Field(pattern=_FUNCTION_NAME)
+    topic: str = Field(min_length=1)
+    subscription: str = Field(min_length=1)
+    topic_setting: str = Field(alias="topicSetting", pattern=_SETTING_NAME)
+    subscription_setting: str = Field(alias="subscriptionSetting", pattern=_SETTING_NAME)
+    handler: str = Field(pattern=_HANDLER_PATH)
+    mode: ConsumerMode = "idempotent"
+    container: str = Field(min_length=1)
+
+
 class ServiceBusSpec(_Spec):
     max_message_size_kb: int = Field(alias="maxMessageSizeKb", gt=0)
     default_destination: str = Field(alias="defaultDestination")
     routes: dict[str, str] = Field(default_factory=dict)
     topics: tuple[TopicSpec, ...] = ()
     queues: tuple[QueueSpec, ...] = ()
+    consumers: tuple[ConsumerSpec, ...] = ()
+
+    def subscription(self, topic: str, name: str) -> SubscriptionSpec | None:
+        for declared in self.topics:
+            if declared.name == topic:
+                return next((s for s in declared.subscriptions if s.name == name), None)
+        return None
 
     def entity_names(self) -> frozenset[str]:
         return frozenset(t.name for t in self.topics) | frozenset(q.name for q in self.queues)
@@ -204,6 +241,7 @@ class Topology(_Spec):
                 )
             if container.feed is not None:
                 _check_feed(container.name, container.feed)
+        _check_consumers(self, [f.function for f in feeds])
 
     def monitored(self) -> tuple[tuple[ContainerSpec, FeedSpec], ...]:
         """Each monitored container with its feed, in file order."""
@@ -232,6 +270,47 @@ def _check_feed(container: str, feed: FeedSpec) -> None:
     if ("cdc" in feed.sources) != bool(feed.cdc):
         raise ValueError(f"{where}: a feed lists the source 'cdc' exactly when it has cdc rules")
     _unique(f"CDC document type in {where}:", [rule.document_type for rule in feed.cdc])
+
+
+def _check_consumers(topology: Topology, feed_functions: list[str]) -> None:
+    """Each consumer names a declared session-enabled subscription and its own container."""
+    consumers = topology.service_bus.consumers
+    _unique("consumer name", [c.name for c in consumers])
+    _unique(
+        "function name (feeds, consumers and the timers share one app)",
+        [*feed_functions, *RESERVED_FUNCTIONS, *(c.function for c in consumers)],
+    )
+    _unique(
+        "setting name (containers and consumers share the app settings)",
+        [
+            *(c.setting for c in topology.cosmos.containers),
+            *(s for c in consumers for s in (c.topic_setting, c.subscription_setting)),
+        ],
+    )
+    containers = {c.name: c for c in topology.cosmos.containers}
+    topics = {t.name for t in topology.service_bus.topics}
+    for consumer in consumers:
+        where = f"consumer {consumer.name!r}"
+        if consumer.topic not in topics:
+            raise ValueError(
+                f"{where}: unknown topic {consumer.topic!r} (declared: {', '.join(sorted(topics))})"
+            )
+        subscription = topology.service_bus.subscription(consumer.topic, consumer.subscription)
+        if subscription is None:
+            raise ValueError(
+                f"{where}: topic {consumer.topic!r} has no subscription {consumer.subscription!r}"
+            )
+        if not subscription.requires_session:
+            raise ValueError(
+                f"{where}: subscription {consumer.topic}/{consumer.subscription} is not "
+                "session-enabled (requiresSession): the consumer relies on per-aggregate order"
+            )
+        container = containers.get(consumer.container)
+        if container is None or container.role != "consumer":
+            raise ValueError(
+                f"{where}: container {consumer.container!r} is not a declared container "
+                "with role 'consumer'"
+            )
 
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "infra" / "topology.json"
@@ -263,6 +342,11 @@ def _describe(error: ValidationError, raw: object) -> str:
             location = location[3:]
             message = f"{'.'.join(location)}: {message}" if location else message
             problems.append(f"container {name!r}: {message}")
+        elif location[:2] == ["serviceBus", "consumers"] and len(location) > 2:
+            name = _consumer_name(raw, location[2])
+            location = location[3:]
+            message = f"{'.'.join(location)}: {message}" if location else message
+            problems.append(f"consumer {name!r}: {message}")
         else:
             problems.append(f"{'.'.join(location)}: {message}" if location else message)
     return "; ".join(problems)
@@ -271,6 +355,14 @@ def _describe(error: ValidationError, raw: object) -> str:
 def _container_name(raw: object, index: str) -> str:
     try:
         name = raw["cosmos"]["containers"][int(index)]["name"]  # type: ignore[index]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return f"#{index}"
+    return str(name)
+
+
+def _consumer_name(raw: object, index: str) -> str:
+    try:
+        name = raw["serviceBus"]["consumers"][int(index)]["name"]  # type: ignore[index]
     except (KeyError, IndexError, TypeError, ValueError):
         return f"#{index}"
     return str(name)

@@ -21,6 +21,8 @@ Rules on the declaration alone (``--offline`` checks only these):
   per aggregate); a subscription whose single rule admits one event type (a correlation
   filter on the subject) is accepted without, and the line says so.
 - ``routes``: the default destination and every route name a declared queue or topic.
+- ``consumers``: each declared consumer's subscription exists and requires sessions, its
+  container is declared with role ``consumer``, and its handler imports and is a function.
 
 Online (the default), with the app's settings, also:
 
@@ -44,7 +46,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from events.deployment.catalog import load_deployment
+from events.deployment.catalog import load_deployment, resolve_handler
 from events.deployment.settings import Settings, load_settings
 from events.deployment.topology import (
     DEFAULT_TOPOLOGY,
@@ -238,6 +240,31 @@ def _routes(topology: Topology) -> RuleResult:
     )
 
 
+def _consumers(topology: Topology) -> RuleResult:
+    bus = topology.service_bus
+    roles = {c.name: c.role for c in topology.cosmos.containers}
+    failures, passed = [], []
+    for consumer in bus.consumers:
+        where = f"{consumer.name} ({consumer.topic}/{consumer.subscription})"
+        subscription = bus.subscription(consumer.topic, consumer.subscription)
+        problems = []
+        if subscription is None:
+            problems.append("no such subscription is declared")
+        elif not subscription.requires_session:
+            problems.append("the subscription does not require sessions")
+        if roles.get(consumer.container) != "consumer":
+            problems.append(f"container {consumer.container} is not declared with role consumer")
+        try:
+            resolve_handler(consumer.handler)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            failures.append(f"{where}: {'; '.join(problems)}")
+        else:
+            passed.append(f"{where} sessions, handler {consumer.handler}")
+    return _rule("consumers", failures, ", ".join(passed) or "none declared")
+
+
 def check_declaration(
     path: Path, retry: tuple[int, str] | None = None
 ) -> tuple[list[RuleResult], Topology | None]:
@@ -264,6 +291,7 @@ def check_declaration(
         _lease_prefixes,
         _sessions,
         _routes,
+        _consumers,
     ]
     return [declaration, *(rule(unchecked) for rule in rules)], topology
 

@@ -2,6 +2,8 @@
 
     run                 the relay as a long-running change-feed processor (same settings as
                         the Function app)
+    consume             run the declared consumers (serviceBus.consumers) with session
+                        receivers, as the Functions app's Service Bus triggers do
     provision           create the database and containers of the declaration (idempotent)
     check [--offline]   validate the deployment against every rule, one line per rule
     dev [cosmos|servicebus] [...]
@@ -134,6 +136,7 @@ def _dev(argv: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "run": _entry("events.hosts.processor", "run_main"),
+    "consume": _entry("events.hosts.consume", "main"),
     "dev": _dev,
     "schemas": _schemas,
     "quarantine": _entry("events.hosts.redrive", "main"),

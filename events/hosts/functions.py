@@ -1,5 +1,5 @@
-"""Azure Functions host: one Cosmos DB trigger per feed. The only module importing
-azure.functions.
+"""Azure Functions host: one Cosmos DB trigger per feed and one Service Bus trigger per
+declared consumer. The only module importing azure.functions.
 
 The Cosmos DB trigger checkpoints a batch even when the function raises, so every trigger
 carries a retry policy that retries forever with capped exponential backoff: a failed batch
@@ -8,6 +8,13 @@ is redelivered, never skipped
 A failing feed (a setting, a missing entity, a server that does not answer) logs one WARNING
 naming the feed and the cause when it starts failing and one INFO when it works again, not one
 per retry; the batch still raises every time, so the host retries it.
+
+A consumer's trigger listens on a session-enabled topic subscription (``%SETTING%`` names,
+the identity-based ``RELAY_SERVICEBUS`` connection) and hands each message to
+``events.hosts.consumers.consume``. Settlement is the host's: returning completes the message,
+raising abandons it, and Service Bus dead-letters it after the subscription's
+``maxDeliveryCount`` (https://learn.microsoft.com/azure/azure-functions/functions-bindings-service-bus-trigger#peeklock-behavior).
+A permanent error is logged as an ERROR and raised all the same (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -20,9 +27,15 @@ import azure.functions as func
 
 from events.availability import AvailabilityLog
 from events.core.quarantine import ExpiryNotice
-from events.deployment.catalog import Deployment, FeedDefinition, load_deployment
-from events.deployment.settings import COSMOS_CONNECTION, DATABASE
+from events.deployment.catalog import (
+    ConsumerDefinition,
+    Deployment,
+    FeedDefinition,
+    load_deployment,
+)
+from events.deployment.settings import COSMOS_CONNECTION, DATABASE, SERVICEBUS_CONNECTION
 from events.errors import SettingsError
+from events.hosts.consumers import Received, consume, is_permanent
 from events.hosts.lag import LagGauges, LagMonitor, monitor_for, process_gauges, totals
 from events.hosts.redrive import expiry_notice, warn_expiring
 from events.hosts.runtime import Runtime, current
@@ -61,6 +74,54 @@ def _handler(
     return relay
 
 
+def _consumer_handler(
+    definition: ConsumerDefinition,
+    runtime: Callable[[], Runtime],
+    availability: AvailabilityLog,
+) -> Callable[[func.ServiceBusMessage], None]:
+    where = f"consumer {definition.name}"
+
+    def consume_message(message: func.ServiceBusMessage) -> None:
+        received = Received(
+            message_id=str(message.message_id),
+            body=message.get_body(),
+            application_properties={
+                str(k): v for k, v in (message.application_properties or {}).items()
+            },
+            content_type=message.content_type,
+            delivery_count=message.delivery_count,
+        )
+        try:
+            consume(runtime().consumer(definition.name), received)
+        except Exception as exc:
+            if not is_permanent(exc) or isinstance(exc, SettingsError):
+                availability.down(where, f"{type(exc).__name__}: {exc}; the message is retried")
+            # Raising abandons the message: redelivered, dead-lettered after maxDeliveryCount.
+            raise
+        availability.up(where)
+
+    consume_message.__name__ = definition.function_name
+    consume_message.__qualname__ = definition.function_name
+    return consume_message
+
+
+def _register_consumer(
+    bp: func.Blueprint,
+    definition: ConsumerDefinition,
+    runtime: Callable[[], Runtime],
+    availability: AvailabilityLog,
+) -> None:
+    bp.function_name(definition.function_name)(
+        bp.service_bus_topic_trigger(
+            arg_name="message",
+            connection=SERVICEBUS_CONNECTION,
+            topic_name=f"%{definition.topic_setting}%",
+            subscription_name=f"%{definition.subscription_setting}%",
+            is_sessions_enabled=True,
+        )(_consumer_handler(definition, runtime, availability))
+    )
+
+
 def blueprint(
     runtime: Callable[[], Runtime] = current,
     deployment: Deployment | None = None,
@@ -68,7 +129,8 @@ def blueprint(
     lag_gauges: Callable[[], LagGauges] = process_gauges,
 ) -> func.Blueprint:
     """One trigger per feed of the declaration (default: the one shipped with the app), bound
-    to setting names, not values, plus the timers (quarantine expiry, feed lag). A bad
+    to setting names, not values, one Service Bus trigger per declared consumer, plus the
+    timers (quarantine expiry, feed lag). A bad
     declaration raises SettingsError here, at start-up. ``lag_monitor`` defaults to one built
     from ``runtime``'s settings on first use (reads the leases and the feeds)."""
     declared = deployment if deployment is not None else load_deployment()
@@ -98,6 +160,8 @@ def blueprint(
                 )(handler)
             )
         )
+    for consumer in declared.consumers:
+        _register_consumer(bp, consumer, runtime, availability)
     notice = expiry_notice(declared.topology)
     if notice is not None:
         bp.function_name("quarantine_expiry")(

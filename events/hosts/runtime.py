@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from events.core.consumer import Inbox
+from events.core.handling import ConsumerStore
+from events.core.inbox import TransactionalInbox
 from events.core.messages import Router
 from events.core.publisher import Publisher
 from events.core.quarantine import QuarantineAdmin, QuarantineStore
@@ -20,6 +23,7 @@ from events.core.relay import Feed, Relay
 from events.deployment.catalog import Deployment, FeedDefinition, load_deployment
 from events.deployment.settings import COSMOS_CONNECTION, DATABASE, Settings, load_settings
 from events.errors import TransientError
+from events.hosts.consumers import Consumer, build_consumer
 
 if TYPE_CHECKING:
     from events.adapters.servicebus import ServiceBusPublisher
@@ -51,9 +55,31 @@ class Runtime:
     #: Listing and deleting quarantine records (the Cosmos store is both); None in tests
     #: that only relay.
     admin: QuarantineAdmin | None = None
+    #: The declared consumers' inbox and own containers (declared container name -> store);
+    #: None in runtimes that only relay.
+    inbox: Inbox | None = None
+    consumer_stores: Mapping[str, ConsumerStore] = field(default_factory=dict)
+    #: The transactional consumers' own containers as transactional inboxes (container name).
+    transactional_inboxes: Mapping[str, TransactionalInbox] = field(default_factory=dict)
+    _consumers: dict[str, Consumer] = field(default_factory=dict, repr=False)
+    _consumers_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def relay(self, feed_name: str) -> Relay:
         return self.relays[feed_name]
+
+    def consumer(self, name: str) -> Consumer:
+        """The declared consumer ``name``, built on first use (a consumer that cannot be built
+        fails its own function, not the relay)."""
+        with self._consumers_lock:
+            if name not in self._consumers:
+                definition = self.deployment.consumer(name)
+                self._consumers[name] = build_consumer(
+                    definition,
+                    self.inbox,
+                    self.consumer_stores[definition.container],
+                    self.transactional_inboxes.get(definition.container),
+                )
+            return self._consumers[name]
 
     @classmethod
     def assemble(
@@ -63,6 +89,10 @@ class Runtime:
         publisher: Publisher,
         quarantine: QuarantineStore,
         admin: QuarantineAdmin | None = None,
+        *,
+        inbox: Inbox | None = None,
+        consumer_stores: Mapping[str, ConsumerStore] | None = None,
+        transactional_inboxes: Mapping[str, TransactionalInbox] | None = None,
     ) -> Runtime:
         router = Router(default=settings.default_destination, routes=settings.routes)
         relays = {
@@ -78,6 +108,9 @@ class Runtime:
             quarantine=quarantine,
             relays=relays,
             admin=admin,
+            inbox=inbox,
+            consumer_stores=dict(consumer_stores or {}),
+            transactional_inboxes=dict(transactional_inboxes or {}),
         )
 
     @classmethod
@@ -93,7 +126,9 @@ class Runtime:
         # Adapters are imported here so that pure users of the package never load the SDKs.
         from events.adapters import servicebus  # noqa: PLC0415
         from events.adapters.cosmos.client import cosmos_client  # noqa: PLC0415
-        from events.adapters.cosmos.stores import CosmosQuarantine  # noqa: PLC0415
+        from events.adapters.cosmos.consumerstore import CosmosConsumerStore  # noqa: PLC0415
+        from events.adapters.cosmos.inbox import CosmosTransactionalInbox  # noqa: PLC0415
+        from events.adapters.cosmos.stores import CosmosInbox, CosmosQuarantine  # noqa: PLC0415
 
         declared = deployment if deployment is not None else load_deployment()
         settings = load_settings(environ, declared.topology)
@@ -108,7 +143,36 @@ class Runtime:
             endpoint=servicebus.endpoint_of(settings.service_bus),
             setting=settings.service_bus.setting,
         )
-        return cls.assemble(settings, declared, publisher, quarantine, quarantine)
+        inbox = (
+            CosmosInbox(database.get_container_client(settings.role("inbox")))
+            if "inbox" in settings.roles
+            else None
+        )
+        stores = {
+            d.container: CosmosConsumerStore(
+                database.get_container_client(settings.container(d.container)),
+                d.partition_key_path,
+            )
+            for d in declared.consumers
+        }
+        transactional = {
+            d.container: CosmosTransactionalInbox(
+                database.get_container_client(settings.container(d.container)),
+                partition_key_path=d.partition_key_path,
+            )
+            for d in declared.consumers
+            if d.mode == "transactional"
+        }
+        return cls.assemble(
+            settings,
+            declared,
+            publisher,
+            quarantine,
+            quarantine,
+            inbox=inbox,
+            consumer_stores=stores,
+            transactional_inboxes=transactional,
+        )
 
 
 def check_resources(runtime: Runtime, *, verify_tls: bool = True) -> list[TransientError]:

@@ -201,6 +201,32 @@ resource inboxRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@202
   }
 }
 
+// A declared consumer's own container: its handler point-reads and upserts documents of one
+// partition key value; the transactional mode commits them with the inbox record in one batch,
+// which may create, replace or delete. Nothing is queried.
+resource consumerStoreRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@2024-05-15' = {
+  parent: account
+  name: guid(account.id, 'relay-consumer-store')
+  properties: {
+    roleName: 'Relay consumer store'
+    type: 'CustomRole'
+    assignableScopes: [
+      databaseScope
+    ]
+    permissions: [
+      {
+        dataActions: [
+          '${itemActions}/read'
+          '${itemActions}/create'
+          '${itemActions}/replace'
+          '${itemActions}/upsert'
+          '${itemActions}/delete'
+        ]
+      }
+    ]
+  }
+}
+
 // Which role each topology container role gets. A container role missing here fails the
 // deployment instead of silently granting nothing or too much (tests/infra pins the keys).
 var roleForContainer = {
@@ -208,6 +234,7 @@ var roleForContainer = {
   leases: stateStoreRole.id
   quarantine: stateStoreRole.id
   inbox: inboxRole.id
+  consumer: consumerStoreRole.id
 }
 
 resource appMetadataReader 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-05-15' = {

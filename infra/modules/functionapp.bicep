@@ -79,6 +79,21 @@ var containerSettings = [for container in topology.cosmos.containers: {
   value: container.name
 }]
 
+// Two settings per declared consumer: the topic and the subscription its Service Bus trigger
+// binds to (%topicSetting% and %subscriptionSetting%). Two loops, not one loop with flatten():
+// checkov's Bicep parser reads plain for-expressions only.
+var consumers = contains(topology.serviceBus, 'consumers') ? topology.serviceBus.consumers : []
+
+var consumerTopicSettings = [for consumer in consumers: {
+  name: consumer.topicSetting
+  value: consumer.topic
+}]
+
+var consumerSubscriptionSettings = [for consumer in consumers: {
+  name: consumer.subscriptionSetting
+  value: consumer.subscription
+}]
+
 var baseSettings = [
   // Host storage through the identity: https://learn.microsoft.com/azure/azure-functions/functions-reference#connecting-to-host-storage-with-an-identity
   {
@@ -222,7 +237,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: concat(baseSettings, containerSettings)
+      appSettings: concat(baseSettings, containerSettings, consumerTopicSettings, consumerSubscriptionSettings)
     }
   }
 }

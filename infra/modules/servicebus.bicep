@@ -21,7 +21,7 @@ param location string
 @description('Tags applied to the namespace.')
 param tags object
 
-@description('Principal id of the function app identity (gets Data Sender on every topic and queue).')
+@description('Principal id of the function app identity (gets Data Sender on every topic and queue, Data Receiver on each consumer\'s subscription).')
 param appPrincipalId string
 
 @description('Optional principal id of the deployer; gets Data Receiver on the namespace to verify the relay. Empty to skip.')
@@ -132,6 +132,28 @@ resource queueSenders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [fo
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataSender)
+  }
+}]
+
+// Each consumer the declaration runs in the app (serviceBus.consumers) receives from its own
+// topic subscription: Azure Service Bus Data Receiver on that subscription only, not on its
+// topic or the namespace. The subscription is created by the subscriptions module above.
+var consumers = contains(topology.serviceBus, 'consumers') ? topology.serviceBus.consumers : []
+
+resource consumerSubscriptions 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2022-10-01-preview' existing = [for consumer in consumers: {
+  name: '${namespace.name}/${consumer.topic}/${consumer.subscription}'
+}]
+
+resource subscriptionReceivers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (consumer, i) in consumers: {
+  name: guid(consumerSubscriptions[i].id, appPrincipalId, serviceBusDataReceiver)
+  scope: consumerSubscriptions[i]
+  dependsOn: [
+    subscriptions
+  ]
+  properties: {
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataReceiver)
   }
 }]
 

@@ -37,11 +37,17 @@ def _functions(app: func.FunctionApp) -> dict[str, Any]:
     return {str(fn.get_function_name()): fn for fn in app.get_functions()}
 
 
-def test_app_registers_one_cosmos_trigger_per_feed_and_the_two_timers() -> None:
+def test_app_registers_one_trigger_per_feed_and_consumer_and_the_two_timers() -> None:
     functions = {fn.get_function_name(): _bindings(fn)["type"] for fn in registered_functions()}
 
     feeds = {f.function_name: "cosmosDBTrigger" for f in factories.DEPLOYMENT.feeds}
-    assert functions == {**feeds, "quarantine_expiry": "timerTrigger", "feed_lag": "timerTrigger"}
+    consumers = {c.function_name: "serviceBusTrigger" for c in factories.DEPLOYMENT.consumers}
+    assert functions == {
+        **feeds,
+        **consumers,
+        "quarantine_expiry": "timerTrigger",
+        "feed_lag": "timerTrigger",
+    }
 
 
 def test_app_triggers_use_setting_names_and_never_create_the_lease_container() -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from events.deployment.settings import app_settings, setting_defaults
+from events.deployment.settings import SERVICEBUS_CONNECTION, app_settings, setting_defaults
 from events.deployment.topology import Topology, iso_duration_seconds
 from tests.infra.bicep import INFRA, bicep_files, code, declarations, properties, string_literals
 from tests.infra.bicep import text as node_text
@@ -30,6 +30,8 @@ __all__ = [
     "check_app_settings_use_the_managed_identity_everywhere",
     "check_bicep_code_names_no_feed_of_the_declaration",
     "check_bicep_hard_codes_no_entity_name",
+    "check_consumer_receiver_role_scoped_to_each_subscription",
+    "check_consumer_triggers_match_declared_consumers",
     "check_dedup_window_longer_than_max_retry_delay",
     "check_every_entity_is_a_relay_destination",
     "check_every_entity_requires_duplicate_detection",
@@ -43,6 +45,12 @@ __all__ = [
 ]
 
 MODULES = INFRA / "modules"
+#: How the Bicep modules read the declared consumers (none declared: an empty list).
+CONSUMERS_EXPRESSION = (
+    "contains(topology.serviceBus, 'consumers') ? topology.serviceBus.consumers : []"
+)
+#: The Functions connection suffixes of an identity-based connection, per binding type.
+_CONNECTION_ADDRESS = {"serviceBusTrigger": "fullyQualifiedNamespace"}
 
 
 @dataclass(frozen=True)
@@ -136,7 +144,10 @@ def bicep_app_settings(topology: Topology) -> AppSettings:
     decls = {d.symbol: d for d in declarations(MODULES / "functionapp.bicep")}
     site = properties(decls["site"].body)
     site_config = properties(properties(site["properties"])["siteConfig"])
-    assert node_text(site_config["appSettings"]) == "concat(baseSettings, containerSettings)"
+    assert node_text(site_config["appSettings"]) == (
+        "concat(baseSettings, containerSettings, consumerTopicSettings, "
+        "consumerSubscriptionSettings)"
+    )
 
     loop_settings = decls["containerSettings"]
     assert loop_settings.loop is not None
@@ -145,6 +156,21 @@ def bicep_app_settings(topology: Topology) -> AppSettings:
     assert node_text(item["name"]) == f"{loop_settings.loop.variable}.setting"
     assert node_text(item["value"]) == f"{loop_settings.loop.variable}.name"
     names = {c.setting for c in topology.cosmos.containers}
+
+    # One topic and one subscription setting per declared consumer, named by the declaration.
+    assert node_text(decls["consumers"].value) == CONSUMERS_EXPRESSION
+    for symbol, setting, entity in (
+        ("consumerTopicSettings", "topicSetting", "topic"),
+        ("consumerSubscriptionSettings", "subscriptionSetting", "subscription"),
+    ):
+        loop = decls[symbol].loop
+        assert loop is not None
+        assert loop.iterable == "consumers"
+        item = properties(decls[symbol].body)
+        assert node_text(item["name"]) == f"{loop.variable}.{setting}"
+        assert node_text(item["value"]) == f"{loop.variable}.{entity}"
+    for consumer in topology.service_bus.consumers:
+        names |= {consumer.topic_setting, consumer.subscription_setting}
 
     literal_values: dict[str, str] = {}
     array = decls["baseSettings"].value
@@ -202,9 +228,10 @@ def check_app_settings_cover_every_binding_expression_and_connection(
         for value in binding.values():
             if isinstance(value, str):
                 referenced.update(re.findall(r"%([^%]+)%", value))
+        address = _CONNECTION_ADDRESS.get(str(binding["type"]), "accountEndpoint")
         for key in ("connection", "leaseConnection"):
             if key in binding:
-                referenced.add(f"{binding[key]}__accountEndpoint")
+                referenced.add(f"{binding[key]}__{address}")
                 referenced.add(f"{binding[key]}__credential")
                 referenced.add(f"{binding[key]}__clientId")
     assert referenced
@@ -235,6 +262,65 @@ def check_triggers_match_feeds_and_leases(topology: Topology, app: RegisteredApp
         assert trigger["leaseContainerPrefix"] == container.feed.lease_prefix
         # Under Entra ID the trigger cannot create it (403); Bicep does.
         assert trigger["createLeaseContainerIfNotExists"] is False
+
+
+def check_consumer_triggers_match_declared_consumers(
+    topology: Topology, app: RegisteredApp
+) -> None:
+    """One session-enabled serviceBusTrigger per declared consumer, on its topic and
+    subscription through their settings, with the identity-based Service Bus connection."""
+    triggers = [b for b in app.bindings if b["type"] == "serviceBusTrigger"]
+    consumers = {c.function: c for c in topology.service_bus.consumers}
+    assert {t["function"] for t in triggers} == set(consumers)
+    for trigger in triggers:
+        consumer = consumers[trigger["function"]]
+        assert trigger["direction"] == "IN"
+        assert trigger["isSessionsEnabled"] is True
+        assert trigger["connection"] == SERVICEBUS_CONNECTION
+        assert trigger["topicName"] == f"%{consumer.topic_setting}%"
+        assert trigger["subscriptionName"] == f"%{consumer.subscription_setting}%"
+        assert _resolve(topology, trigger["topicName"]) == consumer.topic
+        assert _resolve(topology, trigger["subscriptionName"]) == consumer.subscription
+
+
+def check_consumer_receiver_role_scoped_to_each_subscription(
+    topology: Topology, app: RegisteredApp
+) -> None:
+    """The app's identity receives only where a declared consumer listens: Data Receiver on
+    each consumer's subscription (an existing-resource loop over the consumers), on no topic,
+    queue or namespace."""
+    decls = {d.symbol: d for d in declarations(MODULES / "servicebus.bicep")}
+    assert node_text(decls["consumers"].value) == CONSUMERS_EXPRESSION
+    receivers = []
+    for decl in decls.values():
+        if decl.kind != "resource" or not decl.type.startswith(
+            "Microsoft.Authorization/roleAssignments@"
+        ):
+            continue
+        props = properties(properties(decl.body)["properties"])
+        if node_text(props["principalId"]) != "appPrincipalId":
+            continue
+        if "serviceBusDataReceiver" in node_text(props["roleDefinitionId"]):
+            receivers.append(decl)
+    assert [d.symbol for d in receivers] == ["subscriptionReceivers"]
+    [receiver] = receivers
+    assert receiver.loop is not None
+    assert receiver.loop.iterable == "consumers"
+    # `for (consumer, i) in consumers`: the i-th consumer's own subscription, nothing wider.
+    scope = node_text(properties(receiver.body)["scope"])
+    assert re.fullmatch(r"consumerSubscriptions\[\w+\]", scope)
+    target = decls["consumerSubscriptions"]
+    assert target.existing
+    assert target.type.split("@")[0] == "Microsoft.ServiceBus/namespaces/topics/subscriptions"
+    assert target.loop is not None
+    assert target.loop.iterable == "consumers"
+    variable = target.loop.variable
+    assert node_text(properties(target.body)["name"]) == (
+        f"'${{namespace.name}}/${{{variable}.topic}}/${{{variable}.subscription}}'"
+    )
+    # Every declared consumer's subscription exists in the declaration Bicep loops over.
+    for consumer in topology.service_bus.consumers:
+        assert topology.service_bus.subscription(consumer.topic, consumer.subscription)
 
 
 def check_trigger_lease_prefixes_unique_per_lease_container(
@@ -333,6 +419,8 @@ AGREEMENT_CHECKS: tuple[Check, ...] = (
     check_app_settings_use_the_managed_identity_everywhere,
     check_app_settings_cover_every_binding_expression_and_connection,
     check_triggers_match_feeds_and_leases,
+    check_consumer_triggers_match_declared_consumers,
+    check_consumer_receiver_role_scoped_to_each_subscription,
     check_trigger_lease_prefixes_unique_per_lease_container,
     check_lease_prefixes_unique_in_the_declaration,
     check_dedup_window_longer_than_max_retry_delay,

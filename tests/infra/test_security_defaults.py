@@ -110,6 +110,9 @@ _EXPECTED_ROLES = {
         f"{_CONTAINER}readChangeFeed",
     },
     "inboxRole": {f"{_ITEMS}{v}" for v in ("read", "create", "replace", "upsert")},
+    "consumerStoreRole": {
+        f"{_ITEMS}{v}" for v in ("read", "create", "replace", "upsert", "delete")
+    },
 }
 
 

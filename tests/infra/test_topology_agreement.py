@@ -25,6 +25,8 @@ from tests.infra.agreement import (
     check_app_settings_use_the_managed_identity_everywhere,
     check_bicep_code_names_no_feed_of_the_declaration,
     check_bicep_hard_codes_no_entity_name,
+    check_consumer_receiver_role_scoped_to_each_subscription,
+    check_consumer_triggers_match_declared_consumers,
     check_dedup_window_longer_than_max_retry_delay,
     check_every_entity_is_a_relay_destination,
     check_every_entity_requires_duplicate_detection,
@@ -231,6 +233,18 @@ def test_trigger_bindings_match_topology_feeds_and_leases(
     topology: Topology, shipped: RegisteredApp
 ) -> None:
     check_triggers_match_feeds_and_leases(topology, shipped)
+
+
+def test_consumer_triggers_match_declared_consumers_topic_subscription_and_sessions(
+    topology: Topology, shipped: RegisteredApp
+) -> None:
+    check_consumer_triggers_match_declared_consumers(topology, shipped)
+
+
+def test_bicep_consumer_receiver_role_scoped_to_each_consumer_subscription_only(
+    topology: Topology, shipped: RegisteredApp
+) -> None:
+    check_consumer_receiver_role_scoped_to_each_subscription(topology, shipped)
 
 
 def test_trigger_lease_prefixes_unique_per_lease_container(

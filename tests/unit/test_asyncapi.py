@@ -214,6 +214,24 @@ def test_asyncapi_subscription_lists_only_the_messages_its_rules_admit() -> None
     ]
 
 
+def test_asyncapi_each_declared_consumer_receives_what_its_subscription_admits() -> None:
+    deployment = load_deployment()
+    document = _document(deployment)
+    received = {
+        name: (
+            op["channel"]["$ref"],
+            {_resolve(document, _resolve(document, ref))["name"] for ref in op["messages"]},
+        )
+        for name, op in document["operations"].items()
+        if op["action"] == "receive"
+    }
+
+    assert set(received) == {f"receive-{c.name}" for c in deployment.consumers}
+    channel, names = received["receive-order-status"]
+    assert channel == "#/channels/integration-events.order-status"
+    assert names == {"OrderPlaced", "OrderShipped", "OrderUpserted", "OrderDeleted"}
+
+
 # --- true to the contracts and to the wire ------------------------------------------------
 
 

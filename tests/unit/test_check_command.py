@@ -50,6 +50,7 @@ def test_check_declaration_shipped_example_passes_every_rule() -> None:
         "lease-prefixes",
         "sessions",
         "routes",
+        "consumers",
     ]
 
 
@@ -85,6 +86,18 @@ def _unknown_route(raw: dict[str, Any]) -> None:
     raw["serviceBus"]["routes"]["PaymentCaptured"] = "no-such-queue"
 
 
+def _consumer_without_sessions(raw: dict[str, Any]) -> None:
+    raw["serviceBus"]["consumers"][0]["subscription"] = "orders-placed"
+
+
+def _consumer_unknown_subscription(raw: dict[str, Any]) -> None:
+    raw["serviceBus"]["consumers"][0]["subscription"] = "no-such-subscription"
+
+
+def _consumer_handler_missing(raw: dict[str, Any]) -> None:
+    raw["serviceBus"]["consumers"][0]["handler"] = "events.nowhere:handle"
+
+
 @pytest.mark.parametrize(
     ("edit", "rule", "named"),
     [
@@ -95,6 +108,9 @@ def _unknown_route(raw: dict[str, Any]) -> None:
         (_overlapping_prefix, "lease-prefixes", "relay-orders.events."),
         (_unordered_queue, "sessions", "queue payments"),
         (_unknown_route, "routes", "no-such-queue"),
+        (_consumer_without_sessions, "consumers", "does not require sessions"),
+        (_consumer_unknown_subscription, "consumers", "no such subscription"),
+        (_consumer_handler_missing, "consumers", "events.nowhere"),
     ],
 )
 def test_check_declaration_broken_rule_fails_naming_it(
@@ -139,11 +155,11 @@ def test_check_command_window_shorter_than_retry_exits_1_one_line_per_rule(
 
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert len(lines) == 9  # eight rules and the summary
+    assert len(lines) == 10  # nine rules and the summary
     assert [line for line in lines if line.startswith("FAIL")] == [
         next(line for line in lines if line.startswith("FAIL dedup-window:"))
     ]
-    assert lines[-1] == "8 rules: 7 passed, 1 failed"
+    assert lines[-1] == "9 rules: 8 passed, 1 failed"
 
 
 @pytest.mark.parametrize(
@@ -153,6 +169,7 @@ def test_check_command_window_shorter_than_retry_exits_1_one_line_per_rule(
         ["-h"],
         ["help"],
         ["run", "--help"],
+        ["consume", "--help"],
         ["dev", "--help"],
         ["schemas", "--help"],
         ["quarantine", "--help"],

@@ -162,7 +162,7 @@ def _sdk_importers(sdk: str) -> set[str]:
 
 def test_layering_each_sdk_is_imported_by_its_adapters_only() -> None:
     # import-linter cannot forbid sub-packages of external packages: checked here instead.
-    # Sending (the publisher) and receiving (settlement) are the two Service Bus adapters.
+    # Sending in one adapter, receiving (sessions, settlement) in the other.
     assert _sdk_importers("azure.servicebus") == {
         "events/adapters/servicebus.py",
         "events/adapters/receiving.py",

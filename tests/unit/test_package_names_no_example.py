@@ -4,7 +4,7 @@ The example (``infra/topology.json``, the contracts in ``events/deployment/contr
 deployment's data: its monitored containers, their settings, feed functions and lease prefixes,
 and the event types and contracts of the default registry. Code that names one of them would
 break (or silently skip) a deployment that declares other feeds. Only the example contracts,
-their registration and the declaration loader may name them.
+their registration, the example consumer's handler and the declaration loader may name them.
 
 What counts: string constants that are not docstrings, and identifiers (names, attributes,
 definitions, arguments, keywords, imports). A value names an example name when it equals it or
@@ -32,9 +32,11 @@ from events.deployment.topology import SOURCE_KINDS, ContainerRole, load_topolog
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "events"
 
-#: The example contracts, their registration, and the loader of the declaration file.
+#: The example contracts, their registration, the example consumer's handler, and the loader
+#: of the declaration file.
 EXCLUDED = frozenset(
     {
+        "events/deployment/handlers/order_status.py",
         "events/deployment/contracts/orders.py",
         "events/deployment/contracts/payments.py",
         "events/deployment/contracts/__init__.py",

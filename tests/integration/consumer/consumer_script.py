@@ -85,7 +85,7 @@ def _print(settled: Settled) -> None:
     outcome = settled.outcome
     line = {
         "event": settled.event_id,
-        "settlement": settled.settlement.value,
+        "settlement": settled.settlement,
         "reason": settled.reason,
         "handled": outcome.handled if outcome else None,
         "duplicate": outcome.duplicate if outcome else None,

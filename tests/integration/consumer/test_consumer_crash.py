@@ -131,7 +131,7 @@ def test_consumer_killed_after_commit_before_completion_effect_exists_once(
     code, lines = _run(local_servicebus, local_cosmos, ledger)
     assert code == 0
     assert [(line["event"], line["settlement"], line["duplicate"]) for line in lines] == [
-        ("evt-crash", "completed", True)
+        ("evt-crash", "complete", True)
     ]
     assert len(_effects(ledger, "evt-crash")) == 1
     assert local_servicebus.stats.dead_lettered == {}
@@ -159,7 +159,7 @@ def test_idempotent_consumer_killed_after_done_mark_redelivery_is_a_duplicate(
     assert code == -signal.SIGKILL
     assert len(_effects(ledger, "evt-idem")) == 1
     code, lines = _run(local_servicebus, local_cosmos, ledger, env=idempotent)
-    assert [(line["settlement"], line["duplicate"]) for line in lines] == [("completed", True)]
+    assert [(line["settlement"], line["duplicate"]) for line in lines] == [("complete", True)]
     assert len(_effects(ledger, "evt-idem")) == 1
 
 
@@ -175,7 +175,7 @@ def test_consumer_redelivered_id_with_changed_body_is_dead_lettered(
     assert code == 0
     assert [line["handled"] for line in first] == [True]
     assert [(line["settlement"], line["reason"]) for line in second] == [
-        ("dead-lettered", "PayloadMismatchError")
+        ("dead-letter", "PayloadMismatchError")
     ]
     assert [e["amount"] for e in _effects(ledger, "evt-1")] == [5]
     assert local_servicebus.stats.dead_lettered == {f"{TOPIC}/Subscriptions/{SUBSCRIPTION}": 1}
@@ -231,5 +231,5 @@ def test_consumers_racing_on_one_event_id_commit_one_effect(
         (False, True),
         (True, False),
     ]
-    assert {line["settlement"] for line in lines} == {"completed"}
+    assert {line["settlement"] for line in lines} == {"complete"}
     assert len(_effects(ledger, "evt-race")) == 1

@@ -91,6 +91,10 @@ def test_dev_command_runs_the_flow_ends_with_the_summary_and_leaves_nothing_behi
     # Event lines, status lines and the drain went through: every line is whole.
     assert re.search(r"^  received OrderPlaced\s+order-\d+", run.stdout, re.MULTILINE)
     assert re.search(r"^drain: everything arrived", run.stdout, re.MULTILINE)
+    declared = re.search(
+        r"^declared consumer order-status: (\d+) documents in order-status", run.stdout, re.M
+    )
+    assert declared is not None, run.output
     # No server or relay outlives the command, and the data folder is gone.
     assert _processes_mentioning(str(run.data_dir), run.cosmos_endpoint) == []
     assert not run.data_dir.exists()

@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 TOPIC = "integration-events"
 ALL = "all"  # requires sessions, no rules
 PLACED = "orders-placed"  # no sessions, subject = OrderPlaced, maxDeliveryCount 5
+ORDER_STATUS = "order-status"  # the declared consumer's: sessions, the order events
 QUEUE = "payments"  # requires sessions
 REPO = Path(__file__).resolve().parents[3]
 
@@ -510,7 +511,8 @@ def test_admin_endpoint_default_topology_describes_declared_entities(
 
     assert topic.requires_duplicate_detection is True
     assert topic.duplicate_detection_history_time_window == datetime.timedelta(minutes=30)
-    assert sorted(subscriptions) == [ALL, PLACED]
+    assert sorted(subscriptions) == sorted([ALL, PLACED, ORDER_STATUS])
+    assert subscriptions[ORDER_STATUS].requires_session is True
     assert subscriptions[PLACED].max_delivery_count == 5
     assert subscriptions[ALL].requires_session is True
     assert [r.name for r in rules] == ["placed-only"]

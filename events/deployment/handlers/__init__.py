@@ -1,0 +1,1 @@
+"""Handlers of this deployment's declared consumers (``serviceBus.consumers[].handler``)."""
