@@ -168,13 +168,14 @@ class Demo:
         """One line per declared consumer: the documents its handler wrote so far."""
         for consumer in topology.service_bus.consumers:
             container = database.get_container_client(consumer.container)
-            count = next(
-                iter(
-                    container.query_items(
-                        "SELECT VALUE COUNT(1) FROM c", enable_cross_partition_query=True
-                    )
-                ),
-                0,
+            # A transactional consumer's inbox records and positions (``kind``) live in the
+            # same container; only the handler's documents are counted.
+            count = sum(
+                1
+                for d in container.query_items(
+                    "SELECT c.kind FROM c", enable_cross_partition_query=True
+                )
+                if "kind" not in d
             )
             self.printer.line(
                 f"declared consumer {consumer.name}: {count} documents in {consumer.container} "

@@ -19,6 +19,7 @@ from azure.cosmos import ContainerProxy, DatabaseProxy
 
 from devstack.demo import Relay, local_stack, relay_environment
 from events import OutboxEvent, OutboxWriter
+from events.core.inbox import INBOX_KIND
 from events.deployment.contracts import OrderPlacedV1
 from events.deployment.topology import load_topology
 
@@ -76,11 +77,17 @@ def database(tmp_path: Path) -> Iterator[DatabaseProxy]:
             relay.stop()
 
 
+def _all(container: ContainerProxy) -> list[dict[str, Any]]:
+    return list(container.query_items("SELECT * FROM c", enable_cross_partition_query=True))
+
+
+def _projections(container: ContainerProxy) -> dict[str, dict[str, Any]]:
+    """The handler's documents; the transactional inbox keeps its records beside them."""
+    return {str(d["id"]): d for d in _all(container) if "kind" not in d}
+
+
 def _statuses(projection: ContainerProxy) -> dict[str, str]:
-    return {
-        str(d["id"]): str(d["status"])
-        for d in projection.query_items("SELECT * FROM c", enable_cross_partition_query=True)
-    }
+    return {key: str(d["status"]) for key, d in _projections(projection).items()}
 
 
 def test_consume_command_projects_relayed_order_events_into_the_consumer_container(
@@ -106,19 +113,12 @@ def test_consume_command_projects_relayed_order_events_into_the_consumer_contain
         seen = _statuses(projection)
 
     assert seen == expected
-    documents = {
-        d["id"]: d
-        for d in projection.query_items("SELECT * FROM c", enable_cross_partition_query=True)
-    }
+    documents = _projections(projection)
     assert documents["o-1"]["orderId"] == "o-1"
     assert documents["o-1"]["eventType"] == "OrderUpserted"
     assert all("customerEmail" not in d and "customerId" not in d for d in documents.values())
-    inbox = database.get_container_client("inbox")
-    recorded = list(
-        inbox.query_items(
-            "SELECT c.id FROM c WHERE c.consumer = @c",
-            parameters=[{"name": "@c", "value": "order-status"}],
-            partition_key="order-status",
-        )
-    )
-    assert len(recorded) >= len(ORDERS)
+    # Declared transactional: one inbox record per event, in the event's own partition,
+    # committed in the same batch as the projection.
+    records = [d for d in _all(projection) if d.get("kind") == INBOX_KIND]
+    assert len({r["eventId"] for r in records}) == len(records) >= len(ORDERS)
+    assert all(r["consumer"] == "order-status" and r["orderId"] in ORDERS for r in records)
