@@ -59,6 +59,7 @@ __all__ = [
     "log_late",
     "mismatch_error",
     "payload_hash",
+    "skipped_duplicate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -264,6 +265,17 @@ class Outcome:
     gap: bool = False
 
 
+def skipped_duplicate(consumer: str, event: IntegrationEvent) -> Outcome:
+    """The outcome of an event ``consumer`` already handled, logged once with its id."""
+    logger.info(
+        "duplicate skipped consumer=%s event=%s",
+        consumer,
+        event.id,
+        extra={"event_id": event.id},
+    )
+    return Outcome(handled=False, duplicate=True)
+
+
 class IdempotentConsumer:
     def __init__(
         self,
@@ -299,13 +311,7 @@ class IdempotentConsumer:
         entry = self._claim_event(event, digest)
         if entry is None:
             self.duplicates += 1
-            logger.info(
-                "duplicate skipped consumer=%s event=%s",
-                self.name,
-                event.id,
-                extra={"event_id": event.id},
-            )
-            return Outcome(handled=False, duplicate=True)
+            return skipped_duplicate(self.name, event)
         policy = self._ordering
         sequence = None if policy is None else sequence_number(event)
         last: Position | None = None

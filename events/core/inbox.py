@@ -38,6 +38,7 @@ from events.core.consumer import (
     log_late,
     mismatch_error,
     payload_hash,
+    skipped_duplicate,
 )
 from events.core.envelope import IntegrationEvent, deterministic_id
 from events.core.ordering import (
@@ -545,10 +546,4 @@ class TransactionalConsumer:
         if not isinstance(error, DuplicateEventError):
             raise error
         self.duplicates += 1
-        logger.info(
-            "duplicate skipped consumer=%s event=%s",
-            self.name,
-            event.id,
-            extra={"event_id": event.id},
-        )
-        return Outcome(handled=False, duplicate=True)
+        return skipped_duplicate(self.name, event)

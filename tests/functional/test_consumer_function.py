@@ -21,6 +21,8 @@ from events.core.messages import OutgoingMessage
 from events.core.publisher import InMemoryPublisher
 from events.core.quarantine import InMemoryQuarantine
 from events.deployment import settings
+from events.deployment.catalog import Deployment
+from events.deployment.topology import ConsumerMode
 from events.errors import SettingsError, StoreUnavailableError
 from events.hosts.consumers import UnreadableMessageError
 from events.hosts.functions import blueprint
@@ -51,30 +53,53 @@ def test_app_registers_one_session_service_bus_trigger_per_declared_consumer() -
 
 
 class _Runtime:
-    """An in-memory runtime with the consumer's inbox and container, and the relay's output."""
+    """An in-memory runtime with the consumer's inbox and container, and the relay's output.
 
-    def __init__(self, store: InMemoryConsumerStore | None = None) -> None:
+    By default the consumer is declared ``mode: idempotent`` (the shared inbox, ``self.store``);
+    ``transactional``: the consumer declared ``mode: transactional``, its projection and its
+    inbox record committed together in its own (in-memory) container ``self.container``."""
+
+    def __init__(
+        self, store: InMemoryConsumerStore | None = None, *, transactional: bool = False
+    ) -> None:
+        self.container = InMemoryTransactionalInbox("/orderId")
+        [declared] = factories.DEPLOYMENT.consumers
+        mode: ConsumerMode = "transactional" if transactional else "idempotent"
+        deployment = dataclasses.replace(
+            factories.DEPLOYMENT, consumers=(dataclasses.replace(declared, mode=mode),)
+        )
         self.publisher = InMemoryPublisher(["integration-events", "payments"])
         self.inbox = InMemoryInbox()
         self.store = store or InMemoryConsumerStore("/orderId")
-        self.runtime = Runtime.assemble(
-            factories.settings(),
-            factories.DEPLOYMENT,
-            self.publisher,
-            InMemoryQuarantine(),
-            inbox=self.inbox,
-            consumer_stores={"order-status": self.store},
-        )
+        self.runtime = self.assemble(deployment, {"order-status": self.container})
         app = func.FunctionApp()
         app.register_functions(blueprint(lambda: self.runtime))
         functions = {str(fn.get_function_name()): fn for fn in app.get_functions()}
         self.consume = functions["consume_order_status"].get_user_function()
+
+    def assemble(
+        self, deployment: Deployment, transactional: dict[str, InMemoryTransactionalInbox]
+    ) -> Runtime:
+        return Runtime.assemble(
+            factories.settings(),
+            deployment,
+            self.publisher,
+            InMemoryQuarantine(),
+            inbox=self.inbox,
+            consumer_stores={"order-status": self.store},
+            transactional_inboxes=transactional,
+        )
 
     def relayed(self, *documents: dict[str, Any]) -> list[OutgoingMessage]:
         """What the relay publishes to integration-events for these order documents."""
         before = len(self.publisher.delivered["integration-events"])
         self.runtime.relay("relay_orders").process(list(documents))
         return self.publisher.delivered["integration-events"][before:]
+
+    def projection(self, order_id: str) -> dict[str, Any]:
+        """The transactional consumer's document of one order."""
+        [document] = [d for d in self.container.documents(order_id) if d["id"] == order_id]
+        return document
 
 
 def _received(message: OutgoingMessage, delivery_count: int = 1) -> ServiceBusMessage:
@@ -224,43 +249,8 @@ def test_consumer_function_store_outage_raises_transient_then_redelivery_handles
     assert [r.levelno for r in caplog.records].count(logging.ERROR) == 0
 
 
-class _TransactionalRuntime:
-    """The same app with the consumer declared ``mode: transactional``: its projection and its
-    inbox record committed together in the consumer's own (in-memory) container."""
-
-    def __init__(self) -> None:
-        [declared] = factories.DEPLOYMENT.consumers
-        deployment = dataclasses.replace(
-            factories.DEPLOYMENT,
-            consumers=(dataclasses.replace(declared, mode="transactional"),),
-        )
-        self.publisher = InMemoryPublisher(["integration-events", "payments"])
-        self.container = InMemoryTransactionalInbox("/orderId")
-        self.runtime = Runtime.assemble(
-            factories.settings(),
-            deployment,
-            self.publisher,
-            InMemoryQuarantine(),
-            consumer_stores={"order-status": InMemoryConsumerStore("/orderId")},
-            transactional_inboxes={"order-status": self.container},
-        )
-        app = func.FunctionApp()
-        app.register_functions(blueprint(lambda: self.runtime))
-        functions = {str(fn.get_function_name()): fn for fn in app.get_functions()}
-        self.consume = functions["consume_order_status"].get_user_function()
-
-    def relayed(self, *documents: dict[str, Any]) -> list[OutgoingMessage]:
-        before = len(self.publisher.delivered["integration-events"])
-        self.runtime.relay("relay_orders").process(list(documents))
-        return self.publisher.delivered["integration-events"][before:]
-
-    def projection(self, order_id: str) -> dict[str, Any]:
-        [document] = [d for d in self.container.documents(order_id) if d["id"] == order_id]
-        return document
-
-
 def test_consumer_function_transactional_commits_projection_and_inbox_record_together() -> None:
-    app = _TransactionalRuntime()
+    app = _Runtime(transactional=True)
     placed, upserted = app.relayed(
         factories.placed("o-1", "e-1"), factories.order("o-1", status="paid")
     )
@@ -280,7 +270,7 @@ def test_consumer_function_transactional_commits_projection_and_inbox_record_tog
 
 
 def test_consumer_function_transactional_redelivery_is_a_duplicate_with_no_second_commit() -> None:
-    app = _TransactionalRuntime()
+    app = _Runtime(transactional=True)
     [placed] = app.relayed(factories.placed("o-1", "e-1"))
     [shipped] = app.relayed(factories.shipped("o-1", "e-2"))
     app.consume(_received(placed))
@@ -295,14 +285,8 @@ def test_consumer_function_transactional_redelivery_is_a_duplicate_with_no_secon
 
 
 def test_consumer_function_transactional_without_its_container_fails_naming_the_consumer() -> None:
-    app = _TransactionalRuntime()
-    app.runtime = Runtime.assemble(
-        factories.settings(),
-        app.runtime.deployment,
-        app.publisher,
-        InMemoryQuarantine(),
-        consumer_stores={"order-status": InMemoryConsumerStore("/orderId")},
-    )
+    app = _Runtime(transactional=True)
+    app.runtime = app.assemble(app.runtime.deployment, {})
     [placed] = app.relayed(factories.placed("o-1", "e-1"))
 
     with pytest.raises(SettingsError, match="order-status"):

@@ -55,7 +55,7 @@ def test_catalog_example_consumer_resolves_its_handler_and_container() -> None:
     assert (consumer.container, consumer.partition_key_path, consumer.mode) == (
         "order-status",
         "/orderId",
-        "idempotent",
+        "transactional",
     )
 
 
