@@ -18,6 +18,7 @@
         │   ├── OutboxTooLargeError         the batch is over 2 MB
         │   └── PartitionKeyMismatchError   an event in another partition than its entity
         ├── ConcurrencyConflictError    an event-store append lost against another writer
+        ├── UnreadableMessageError      a received message that is no integration event
         └── InboxError                  a consumer's unit of work cannot be committed
             ├── DuplicateEventError         the consumer handled this event id already
             ├── PayloadMismatchError        a redelivered event id carries another payload
@@ -66,6 +67,7 @@ __all__ = [
     "SettingsError",
     "StoreUnavailableError",
     "TransientError",
+    "UnreadableMessageError",
     "is_transient",
 ]
 
@@ -156,6 +158,11 @@ class PartitionKeyMismatchError(OutboxError):
 
 class ConcurrencyConflictError(PermanentError):
     pass
+
+
+class UnreadableMessageError(PermanentError):
+    """A received message is not an integration event (bad JSON body, missing or invalid
+    ``cloudEvents:`` properties): redelivering it cannot help."""
 
 
 class EventInProgressError(TransientError):

@@ -41,9 +41,8 @@ from azure.servicebus.exceptions import OperationTimeoutError, ServiceBusError
 
 from events.core.consumer import Outcome
 from events.core.envelope import IntegrationEvent
-from events.core.handling import Received
-from events.core.messages import event_from_message
-from events.errors import PermanentError, TransientError
+from events.core.handling import Received, read_event
+from events.errors import PermanentError, TransientError, UnreadableMessageError
 
 __all__ = [
     "INVALID_EVENT",
@@ -147,10 +146,8 @@ def settle(
     """Read the event, hand it to the consumer, settle the message by the result."""
     message_id = str(message.message_id)
     try:
-        event = event_from_message(
-            b"".join(message.body), message.application_properties or {}, message.content_type
-        )
-    except ValueError as exc:  # bad JSON or a failed validation: both are ValueErrors
+        event = read_event(received(message))
+    except UnreadableMessageError as exc:
         _apply(receiver, message, "dead-letter", exc, where=consumer.name, reason=INVALID_EVENT)
         return Settled(message_id, "dead-letter", None, reason=INVALID_EVENT)
     try:

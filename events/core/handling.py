@@ -15,9 +15,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from events.core.envelope import IntegrationEvent
+from pydantic import ValidationError
 
-__all__ = ["ConsumerStore", "Documents", "Handler", "InMemoryConsumerStore", "Received"]
+from events.core.envelope import IntegrationEvent
+from events.core.messages import event_from_message
+from events.errors import UnreadableMessageError
+
+__all__ = [
+    "ConsumerStore",
+    "Documents",
+    "Handler",
+    "InMemoryConsumerStore",
+    "Received",
+    "read_event",
+]
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,27 @@ class Received:
     application_properties: Mapping[str | bytes, object]
     content_type: str | None
     delivery_count: int | None = None
+
+
+def read_event(message: Received) -> IntegrationEvent:
+    """The integration event a received message carries; ``UnreadableMessageError`` (permanent)
+    when it carries none. The error names the message id and the invalid fields, never their
+    values."""
+    try:
+        return event_from_message(
+            message.body, message.application_properties, message.content_type
+        )
+    except (ValidationError, ValueError, UnicodeDecodeError) as exc:
+        # ValidationError's text quotes input values; only its locations are kept.
+        detail = (
+            ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+            if isinstance(exc, ValidationError)
+            else type(exc).__name__
+        )
+        raise UnreadableMessageError(
+            f"message {message.message_id} is not an integration event ({detail})",
+            ids={"message": message.message_id},
+        ) from None
 
 
 class Documents(Protocol):

@@ -25,15 +25,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
 from events.core.consumer import IdempotentConsumer, Inbox, Outcome
 from events.core.envelope import IntegrationEvent
-from events.core.handling import ConsumerStore, Received
+from events.core.handling import ConsumerStore, Received, read_event
 from events.core.inbox import TransactionalConsumer, TransactionalInbox, UnitOfWork
-from events.core.messages import event_from_message
 from events.deployment.catalog import ConsumerDefinition
-from events.errors import PermanentError, SettingsError
+from events.errors import PermanentError, SettingsError, UnreadableMessageError
 
 __all__ = [
     "Consumer",
@@ -54,11 +51,6 @@ class Consumer(Protocol):
     def name(self) -> str: ...
 
     def handle(self, event: IntegrationEvent) -> Outcome: ...
-
-
-class UnreadableMessageError(PermanentError):
-    """A received message is not an integration event (bad JSON body, missing or invalid
-    ``cloudEvents:`` properties): redelivering it cannot help."""
 
 
 def build_consumer(
@@ -126,7 +118,7 @@ def consume(consumer: Consumer, message: Received) -> Outcome:
     consumer, message and event ids (never the body); an ERROR on a permanent error. Raises
     what failed, for the host to settle the message."""
     try:
-        event = _event(message)
+        event = read_event(message)
         outcome = consumer.handle(event)
     except Exception as exc:
         if is_permanent(exc):
@@ -151,21 +143,3 @@ def consume(consumer: Consumer, message: Received) -> Outcome:
         extra={"consumer": consumer.name, "event_id": event.id, "message_id": message.message_id},
     )
     return outcome
-
-
-def _event(message: Received) -> IntegrationEvent:
-    try:
-        return event_from_message(
-            message.body, message.application_properties, message.content_type
-        )
-    except (ValidationError, ValueError, UnicodeDecodeError) as exc:
-        # ValidationError's text quotes input values; only its locations are logged.
-        detail = (
-            ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-            if isinstance(exc, ValidationError)
-            else type(exc).__name__
-        )
-        raise UnreadableMessageError(
-            f"message {message.message_id} is not an integration event ({detail})",
-            ids={"message": message.message_id},
-        ) from None
