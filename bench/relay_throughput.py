@@ -51,6 +51,7 @@ from devstack.cosmos import quiet_loopback_tls_warnings
 from devstack.demo import Relay as DemoRelay
 from devstack.demo import local_stack, relay_environment
 from devstack.servicebus import LocalServiceBus
+from events.adapters.cosmos.transport import CosmosTransport
 from events.adapters.servicebus import BATCH_HEADROOM, ServiceBusPublisher
 from events.connections import connection_string_parts
 from events.core.messages import OutgoingMessage
@@ -210,7 +211,10 @@ def _raw_child(plan_path: str) -> None:
     topology = load_topology()
     parts = connection_string_parts(os.environ[settings.COSMOS_CONNECTION])
     cosmos = CosmosClient(
-        parts["accountendpoint"], credential=parts["accountkey"], connection_verify=False
+        parts["accountendpoint"],
+        credential=parts["accountkey"],
+        connection_verify=False,
+        transport=CosmosTransport(),  # the relay's transport: the loop differs in its work only
     )
     container = cosmos.get_database_client(topology.cosmos.database).get_container_client(
         plan["container"]

@@ -35,11 +35,11 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any, Self
 
-from azure.core.pipeline.transport import RequestsTransport
 from azure.cosmos import CosmosClient
 from urllib3.exceptions import InsecureRequestWarning
 
 from devstack.errors import DevStackError
+from events.adapters.cosmos.transport import CosmosTransport
 
 __all__ = ["EMULATOR_KEY", "CountingTransport", "DevStackError", "LocalCosmos", "main"]
 
@@ -58,10 +58,10 @@ MAX_PARTITIONS = 64
 _LOOPBACK_WARNING = r"Unverified HTTPS request is being made to host '127\.0\.0\.1'"
 
 
-# azure-core exports RequestsTransport lazily (module __getattr__), so mypy sees Any.
-class CountingTransport(RequestsTransport):  # type: ignore[misc]
-    """The SDK's own HTTP transport, counting the requests it sends: what a bench or a test
-    reads to say how many Cosmos DB requests an operation cost."""
+class CountingTransport(CosmosTransport):
+    """The relay's HTTP transport (the SDK's own, environment read once), counting the
+    requests it sends: what a bench or a test reads to say how many Cosmos DB requests an
+    operation cost."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -131,7 +131,7 @@ class LocalCosmos:
         ``transport`` (e.g. a ``CountingTransport``) carries its HTTP requests."""
         quiet_loopback_tls_warnings()
         if transport is None:
-            return CosmosClient(self.endpoint, credential=self.key, connection_verify=False)
+            transport = CosmosTransport()
         return CosmosClient(
             self.endpoint, credential=self.key, connection_verify=False, transport=transport
         )

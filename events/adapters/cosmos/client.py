@@ -25,6 +25,7 @@ from events.adapters.cosmos.errors import (
     location_of,
     translate_cosmos_errors,
 )
+from events.adapters.cosmos.transport import CosmosTransport
 from events.adapters.identity import credential_for
 from events.connections import CosmosConnection, connection_string_parts
 from events.errors import SettingsError
@@ -113,6 +114,7 @@ def _new_client(connection: CosmosConnection, *, verify_tls: bool, timeout: floa
                 connection_timeout=connect,
                 read_timeout=read,
                 retry_total=_CONNECTION_RETRIES,
+                transport=CosmosTransport(),
             )
         if connection.account_endpoint:
             credential = credential_for(connection.credential, connection.client_id)
@@ -123,6 +125,7 @@ def _new_client(connection: CosmosConnection, *, verify_tls: bool, timeout: floa
                 connection_timeout=connect,
                 read_timeout=read,
                 retry_total=_CONNECTION_RETRIES,
+                transport=CosmosTransport(),
             )
     raise SettingsError(f"no Cosmos DB connection configured: set {connection.setting}")
 
