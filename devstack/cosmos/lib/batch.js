@@ -7,6 +7,7 @@
 // https://learn.microsoft.com/azure/cosmos-db/nosql/transactional-batch
 const { documentOperations, patchOperation, parsePartitionKey } = require("./upstream");
 const { currentLsn, setLsn, restoreDocument } = require("./lsn");
+const { forgetAfter } = require("./feed-index");
 const { partitionKeyValues } = require("./partition-key");
 
 const MAX_OPERATIONS = 100;
@@ -142,6 +143,7 @@ function executeBatch(collection, operations, partitionKeyHeader) {
     const batchLsn = lsnBefore + 1;
     const wrote = operations.some((op) => op && op.operationType !== "Read");
     if (wrote) {
+      forgetAfter(documents, lsnBefore);
       for (const r of results) {
         const stored = r.body && r.body._rid && documents._data.get(r.body._rid);
         if (stored && stored.read()._etag === r.body._etag && r.body._lsn > lsnBefore) {
@@ -161,6 +163,7 @@ function executeBatch(collection, operations, partitionKeyHeader) {
       })),
     };
   }
+  forgetAfter(documents, lsnBefore);
   for (const { id, key, before } of undo.reverse()) {
     if (id === undefined) continue;
     const now = documents._item("/id", id, key).read();

@@ -11,6 +11,7 @@
 // https://learn.microsoft.com/rest/api/cosmos-db/list-documents (A-IM, If-None-Match headers)
 const { currentLsn } = require("./lsn");
 const { scopeOf, PartitionError } = require("./partitions");
+const { changesAfter } = require("./feed-index");
 
 const DEFAULT_PAGE_SIZE = 100;
 
@@ -65,19 +66,15 @@ function readChangeFeed(collection, req) {
   if (ifNoneMatch !== undefined && ifNoneMatch.trim() === "*") {
     return { statusCode: 304, etag: lsnEtag(latest), documents: [] };
   }
-  let accept;
   let floor = null;
+  let since = null;
   if (ifNoneMatch !== undefined && ifNoneMatch !== "") {
     floor = parseLsnEtag(ifNoneMatch);
-    accept = (doc) => doc._lsn > floor;
   } else if (header(req, "if-modified-since")) {
-    const since = Date.parse(header(req, "if-modified-since"));
+    since = Date.parse(header(req, "if-modified-since"));
     if (Number.isNaN(since)) {
       throw new ChangeFeedError(400, "BadRequest", "invalid If-Modified-Since header");
     }
-    accept = (doc) => doc._ts * 1000 >= since;
-  } else {
-    accept = () => true;
   }
   let inScope;
   try {
@@ -86,21 +83,14 @@ function readChangeFeed(collection, req) {
     if (!(err instanceof PartitionError)) throw err;
     throw new ChangeFeedError(err.statusCode, err.code, err.message, err.subStatus);
   }
-  const matching = [];
-  for (const item of collection.documents._data.values()) {
-    const doc = item.read();
-    if (accept(doc) && (!inScope || inScope(doc))) matching.push(doc);
-  }
-  matching.sort((a, b) => a._lsn - b._lsn);
-  const size = pageSize(req);
-  let end = Math.min(size, matching.length);
+  const accepted =
+    since === null ? inScope : (doc) => doc._ts * 1000 >= since && (!inScope || inScope(doc));
   // The writes of one transactional batch share one LSN and the continuation is an LSN: a page
   // never ends inside a transaction (it may exceed the page size), or the rest of it would be
   // skipped by the next read. Cosmos DB returns a transaction's changes together too.
-  while (end > 0 && end < matching.length && matching[end]._lsn === matching[end - 1]._lsn) end += 1;
-  const page = matching.slice(0, end);
+  const { page, more } = changesAfter(collection.documents, floor, accepted, pageSize(req));
   // A cut page resumes after its last item; otherwise everything up to `latest` has been seen.
-  const upTo = matching.length > end ? page[page.length - 1]._lsn : Math.max(latest, floor || 0);
+  const upTo = more ? page[page.length - 1]._lsn : Math.max(latest, floor || 0);
   return { statusCode: page.length ? 200 : 304, etag: lsnEtag(upTo), documents: page };
 }
 

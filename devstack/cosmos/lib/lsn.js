@@ -8,6 +8,7 @@ const { Items, Documents } = require("./upstream");
 const LSN = Symbol("devstack.lsn");
 const rawSet = Items.prototype._set;
 const writeListeners = [];
+const restoreListeners = [];
 
 function currentLsn(collection) {
   return collection[LSN] || 0;
@@ -19,6 +20,10 @@ function setLsn(collection, value) {
 
 function onDocumentWrite(listener) {
   writeListeners.push(listener);
+}
+
+function onDocumentRestore(listener) {
+  restoreListeners.push(listener);
 }
 
 Documents.prototype._set = function stampedSet(data) {
@@ -33,7 +38,9 @@ Documents.prototype._set = function stampedSet(data) {
 
 // Put a document back exactly as it was (batch rollback, loading a data file): no new LSN.
 function restoreDocument(documents, data) {
-  return rawSet.call(documents, data);
+  const result = rawSet.call(documents, data);
+  for (const listener of restoreListeners) listener(documents, data);
+  return result;
 }
 
-module.exports = { currentLsn, setLsn, onDocumentWrite, restoreDocument };
+module.exports = { currentLsn, setLsn, onDocumentWrite, onDocumentRestore, restoreDocument };

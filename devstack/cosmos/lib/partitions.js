@@ -160,8 +160,17 @@ function rangeById(collection, id) {
   return layoutOf(collection).ranges.find((r) => r.id === String(id)) || null;
 }
 
+// A document's EPK, hashed once: stored documents are never changed in place (every write
+// stores a new object) and a partition key value never changes, so the object is the key.
+const epkCache = new WeakMap();
+
 function epkOf(collectionData, doc) {
-  return effectivePartitionKey(collectionData, partitionKeyValues(collectionData, doc));
+  let epk = epkCache.get(doc);
+  if (epk === undefined) {
+    epk = effectivePartitionKey(collectionData, partitionKeyValues(collectionData, doc));
+    epkCache.set(doc, epk);
+  }
+  return epk;
 }
 
 const inRange = (epk, min, max) => epk >= min && (max === EPK_MAX || max === "" || epk < max);
