@@ -58,6 +58,8 @@ _OUTBOX_KINDS = ("placed", "shipped")
 _LOADERS = 8
 _BALANCE_TIMEOUT = 90.0
 _RUN_TIMEOUT = 300.0
+#: Lines of each relay's output shown when a round fails.
+_LOG_TAIL = 40
 _POLL = 0.01
 _TICK = os.sysconf("SC_CLK_TCK")
 _ROOT = Path(__file__).resolve().parent.parent
@@ -196,6 +198,12 @@ def _round(
         busy, total = _machine_times()
         busy_share = (busy - busy_before) / max(1, total - total_before)
         return _Run(instances, len(documents), seconds, cpu, busy_share)
+    except RuntimeError:
+        for instance_id, log in zip(ids, logs, strict=True):
+            log.seek(0)
+            tail = log.read().decode(errors="replace").splitlines()[-_LOG_TAIL:]
+            print(f"--- last lines of {instance_id}:", *tail, sep="\n", file=sys.stderr)
+        raise
     finally:
         for child in children:
             child.send_signal(signal.SIGCONT)

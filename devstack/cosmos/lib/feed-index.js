@@ -76,8 +76,14 @@ function append(documents, doc) {
   const index = liveIndex(documents);
   if (!index) return;
   const lsn = doc._lsn || 0;
-  if (lsn > lastLsn(index.entries)) index.entries.push({ lsn, rid: doc._rid });
-  else if (!hasEntry(index.entries, lsn, doc._rid)) index.dirty = true;
+  const last = lastLsn(index.entries);
+  if (lsn < last) {
+    // Put back under an older LSN: fine if its entry is still there, else rebuild.
+    if (!hasEntry(index.entries, lsn, doc._rid)) index.dirty = true;
+  } else if (lsn > last || !hasEntry(index.entries, lsn, doc._rid)) {
+    // The last LSN again: the next document of a transactional batch being committed.
+    index.entries.push({ lsn, rid: doc._rid });
+  }
 }
 
 onDocumentWrite((collection, stamped) => append(collection.documents, stamped));
