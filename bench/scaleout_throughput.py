@@ -177,10 +177,15 @@ def _round(
         _wait_balanced(leases, prefix, ids, args.ranges, children)
         for child in children:
             child.send_signal(signal.SIGSTOP)
+        # Counted from before the writes: whatever this round's documents become is counted,
+        # even if a relay published some of them before it was paused (then said below).
+        before = _accepted(bus)
         with ThreadPoolExecutor(_LOADERS) as loaders:
             for _ in loaders.map(monitored.upsert_item, documents):
                 pass
-        before = _accepted(bus)
+        early = _accepted(bus) - before
+        if early:
+            print(f"  note: {early} events were published while the relays were paused")
         cpu_before = sum(_cpu_seconds(child.pid) for child in children)
         busy_before, total_before = _machine_times()
         started = time.perf_counter()

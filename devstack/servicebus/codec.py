@@ -101,16 +101,28 @@ def plain(value: Any) -> Any:
 
 def section_value(raw: bytes, code: int) -> Any:
     """The decoded value of the first section ``code`` of a message, or None."""
-    for section in _sections(raw):
-        if section.code == code:
-            data = Data()
-            data.decode(raw[section.start : section.end])
-            data.rewind()
-            data.next()
-            described = data.get_object()
-            value = described.value if isinstance(described, Described) else None
-            return plain(value)
-    return None
+    return _section_values(raw, _sections(raw), (code,))[0]
+
+
+def _section_values(raw: bytes, sections: list[_Section], codes: tuple[int, ...]) -> list[Any]:
+    """The decoded value of the first section of each of ``codes`` (None where absent), from
+    one parse of the message's sections."""
+    first: dict[int, _Section] = {}
+    for section in sections:
+        first.setdefault(section.code, section)
+    values: list[Any] = []
+    for code in codes:
+        found = first.get(code)
+        if found is None:
+            values.append(None)
+            continue
+        data = Data()
+        data.decode(raw[found.start : found.end])
+        data.rewind()
+        data.next()
+        described = data.get_object()
+        values.append(plain(described.value) if isinstance(described, Described) else None)
+    return values
 
 
 def _text(value: Any) -> str | None:
@@ -126,11 +138,10 @@ def _field(values: Any, index: int) -> Any:
 
 
 def facts_of(raw: bytes) -> MessageFacts:
-    properties = section_value(raw, _PROPERTIES)
-    application = section_value(raw, _APPLICATION_PROPERTIES)
-    header = section_value(raw, _HEADER)
+    properties, application, header, annotations = _section_values(
+        raw, _sections(raw), (_PROPERTIES, _APPLICATION_PROPERTIES, _HEADER, _MESSAGE_ANNOTATIONS)
+    )
     ttl_ms = _field(header, 2)
-    annotations = section_value(raw, _MESSAGE_ANNOTATIONS)
     scheduled = None
     if isinstance(annotations, dict):
         when = annotations.get(symbol("x-opt-scheduled-enqueue-time"))
