@@ -26,7 +26,12 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
-from events.adapters.cosmos.errors import LEASE_LOST_STATUS, location_of, translate_cosmos_errors
+from events.adapters.cosmos.errors import (
+    LEASE_LOST_STATUS,
+    location_of,
+    read_item_or_none,
+    translate_cosmos_errors,
+)
 from events.changefeed.errors import LeaseLostError
 from events.changefeed.feed import FeedRange, Page, Position
 from events.changefeed.leases import Lease
@@ -163,12 +168,10 @@ class CosmosLeaseStore:
         )
 
     def get(self, lease_id: str) -> Lease | None:
-        try:
-            with translate_cosmos_errors("read lease", where=self._where):
-                document = self._container.read_item(lease_id, partition_key=lease_id)
-        except CosmosResourceNotFoundError:
-            return None
-        return Lease.from_document(document)
+        document = read_item_or_none(
+            self._container, lease_id, lease_id, "read lease", where=self._where
+        )
+        return None if document is None else Lease.from_document(document)
 
     def create(self, lease: Lease) -> Lease:
         try:

@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from azure.cosmos import ContainerProxy
-from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-from events.adapters.cosmos.errors import location_of, translate_cosmos_errors
+from events.adapters.cosmos.errors import location_of, read_item_or_none, translate_cosmos_errors
 from events.core.handling import Documents
 
 __all__ = ["CosmosConsumerStore"]
@@ -28,14 +27,9 @@ class _Partition:
         self._value = value
 
     def read(self, document_id: str) -> dict[str, Any] | None:
-        with translate_cosmos_errors("consumer store read", where=self._where):
-            try:
-                found: dict[str, Any] = self._container.read_item(
-                    document_id, partition_key=self._value
-                )
-            except CosmosResourceNotFoundError:
-                return None
-        return found
+        return read_item_or_none(
+            self._container, document_id, self._value, "consumer store read", where=self._where
+        )
 
     def upsert(self, document: Mapping[str, Any]) -> None:
         body = {**document, self._field: self._value}

@@ -21,12 +21,16 @@ import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
 from azure.cosmos import ContainerProxy, DatabaseProxy
-from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosHttpResponseError
+from azure.cosmos.exceptions import (
+    CosmosBatchOperationError,
+    CosmosHttpResponseError,
+    CosmosResourceNotFoundError,
+)
 
 from events.availability import AvailabilityLog
 from events.errors import (
@@ -51,6 +55,7 @@ __all__ = [
     "BatchWriter",
     "batch_error",
     "location_of",
+    "read_item_or_none",
     "translate_cosmos_errors",
 ]
 
@@ -146,3 +151,16 @@ def translate_cosmos_errors(what: str, *, where: str | None = None) -> Iterator[
         ) from exc
     else:
         _availability.up(subject)
+
+
+def read_item_or_none(
+    container: ContainerProxy, document_id: str, partition_key: str, what: str, *, where: str
+) -> dict[str, Any] | None:
+    """A point read: the document, or None when it does not exist (a 404 is an answer: the
+    store is up). Other failures as ``translate_cosmos_errors``."""
+    with translate_cosmos_errors(what, where=where):
+        try:
+            item: dict[str, Any] = container.read_item(document_id, partition_key=partition_key)
+        except CosmosResourceNotFoundError:
+            return None
+    return item

@@ -16,9 +16,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from azure.cosmos import ContainerProxy
-from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosResourceNotFoundError
+from azure.cosmos.exceptions import CosmosBatchOperationError
 
-from events.adapters.cosmos.errors import batch_error, location_of, translate_cosmos_errors
+from events.adapters.cosmos.errors import (
+    batch_error,
+    location_of,
+    read_item_or_none,
+    translate_cosmos_errors,
+)
 from events.core.envelope import IntegrationEvent
 from events.core.inbox import (
     InboxRecord,
@@ -45,14 +50,9 @@ class CosmosTransactionalInbox:
         self._where = location_of(container)
 
     def read(self, partition_key: str, document_id: str) -> dict[str, Any] | None:
-        with translate_cosmos_errors("inbox read", where=self._where):
-            try:
-                item: dict[str, Any] = self._container.read_item(
-                    document_id, partition_key=partition_key
-                )
-            except CosmosResourceNotFoundError:
-                return None
-        return item
+        return read_item_or_none(
+            self._container, document_id, partition_key, "inbox read", where=self._where
+        )
 
     def commit(
         self,

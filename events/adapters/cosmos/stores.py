@@ -26,7 +26,7 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
-from events.adapters.cosmos.errors import location_of, translate_cosmos_errors
+from events.adapters.cosmos.errors import location_of, read_item_or_none, translate_cosmos_errors
 from events.core.consumer import InboxEntry, InboxState
 from events.core.ordering import POSITION_KIND, Position, position_id
 from events.core.quarantine import ParkedAggregate, QuarantineRecord, parked_aggregate_id
@@ -111,14 +111,14 @@ class CosmosQuarantine:
             return [QuarantineRecord.from_document(item) for item in items]
 
     def parked_aggregate(self, feed: str, partition_key: str) -> ParkedAggregate | None:
-        with translate_cosmos_errors("quarantine read", where=self._where):
-            try:
-                item = self._container.read_item(
-                    parked_aggregate_id(feed, partition_key), partition_key=partition_key
-                )
-            except CosmosResourceNotFoundError:
-                return None
-        return _marker(item)
+        item = read_item_or_none(
+            self._container,
+            parked_aggregate_id(feed, partition_key),
+            partition_key,
+            "quarantine read",
+            where=self._where,
+        )
+        return None if item is None else _marker(item)
 
     def parked_aggregates(self, feed: str | None = None, limit: int = 100) -> list[ParkedAggregate]:
         where = "WHERE c.kind = @kind "
@@ -185,12 +185,10 @@ class CosmosInbox:
         self._where = location_of(container)
 
     def entry(self, consumer: str, event_id: str) -> InboxEntry | None:
-        with translate_cosmos_errors("inbox read", where=self._where):
-            try:
-                item = self._container.read_item(event_id, partition_key=consumer)
-            except CosmosResourceNotFoundError:
-                return None
-        return _entry(item)
+        item = read_item_or_none(
+            self._container, event_id, consumer, "inbox read", where=self._where
+        )
+        return None if item is None else _entry(item)
 
     def create(
         self,
@@ -251,14 +249,14 @@ class CosmosInbox:
                 return  # taken over or gone: not ours to release any more
 
     def position(self, consumer: str, source: str, partition_key: str) -> Position | None:
-        with translate_cosmos_errors("inbox position read", where=self._where):
-            try:
-                item = self._container.read_item(
-                    position_id(consumer, source, partition_key), partition_key=consumer
-                )
-            except CosmosResourceNotFoundError:
-                return None
-        return _position(item)
+        item = read_item_or_none(
+            self._container,
+            position_id(consumer, source, partition_key),
+            consumer,
+            "inbox position read",
+            where=self._where,
+        )
+        return None if item is None else _position(item)
 
     def save_position(self, consumer: str, position: Position, expected: Position | None) -> bool:
         document_id = position_id(consumer, position.source, position.partition_key)
