@@ -101,14 +101,14 @@ def plain(value: Any) -> Any:
 
 def section_value(raw: bytes, code: int) -> Any:
     """The decoded value of the first section ``code`` of a message, or None."""
-    return _section_values(raw, _sections(raw), (code,))[0]
+    return _section_values(raw, (code,))[0]
 
 
-def _section_values(raw: bytes, sections: list[_Section], codes: tuple[int, ...]) -> list[Any]:
+def _section_values(raw: bytes, codes: tuple[int, ...]) -> list[Any]:
     """The decoded value of the first section of each of ``codes`` (None where absent), from
     one parse of the message's sections."""
     first: dict[int, _Section] = {}
-    for section in sections:
+    for section in _sections(raw):
         first.setdefault(section.code, section)
     values: list[Any] = []
     for code in codes:
@@ -139,7 +139,7 @@ def _field(values: Any, index: int) -> Any:
 
 def facts_of(raw: bytes) -> MessageFacts:
     properties, application, header, annotations = _section_values(
-        raw, _sections(raw), (_PROPERTIES, _APPLICATION_PROPERTIES, _HEADER, _MESSAGE_ANNOTATIONS)
+        raw, (_PROPERTIES, _APPLICATION_PROPERTIES, _HEADER, _MESSAGE_ANNOTATIONS)
     )
     ttl_ms = _field(header, 2)
     scheduled = None
