@@ -18,7 +18,6 @@ read while AMQP traffic changes them.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import re
 import ssl
 import tempfile
@@ -31,11 +30,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlparse
 from xml.sax.saxutils import escape
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
+from devstack.tls import write_self_signed
 from events.deployment.topology import (
     CorrelationFilter,
     QueueSpec,
@@ -811,34 +806,7 @@ def _error_xml(error: _HttpError) -> str:
 
 def _self_signed(directory: Path) -> ssl.SSLContext:
     """A TLS context with a fresh self-signed certificate for 127.0.0.1 and localhost."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "local-servicebus")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_file, key_file = write_self_signed(directory, "local-servicebus")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     return context
