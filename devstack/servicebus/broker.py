@@ -35,7 +35,7 @@ from proton import (
 )
 from proton.reactor import Container
 
-from .codec import DecodeError, decode_transfer, encode_delivery, facts_of, plain
+from .codec import DecodeError, decode_transfer, encode_delivery, plain
 from .entities import MessageStore, Namespace, PublishRefusedError, SendEntity
 from .faults import Faults, TransferFault
 from .frames import SocketFilter
@@ -532,7 +532,7 @@ class BrokerHandler:
                     f"({self._namespace.max_message_size} bytes) currently allowed on the link.",
                 )
             try:
-                messages = [(m, facts_of(m)) for m in decode_transfer(raw)]
+                messages = decode_transfer(raw)
             except (DecodeError, Exception) as exc:
                 raise PublishRefusedError("amqp:decode-error", str(exc)) from exc
             result = entity.publish(messages, time.time())

@@ -80,12 +80,15 @@ def _sections(raw: bytes) -> list[_Section]:
     return sections
 
 
-def _is_message(raw: bytes) -> bool:
+def _message_sections(raw: bytes) -> list[_Section] | None:
+    """The sections of ``raw`` when it is an encoded message, else None."""
     try:
         sections = _sections(raw)
     except DecodeError:
-        return False
-    return bool(sections) and all(_FIRST_SECTION <= s.code <= _LAST_SECTION for s in sections)
+        return None
+    if sections and all(_FIRST_SECTION <= s.code <= _LAST_SECTION for s in sections):
+        return sections
+    return None
 
 
 def plain(value: Any) -> Any:
@@ -104,11 +107,13 @@ def section_value(raw: bytes, code: int) -> Any:
     return _section_values(raw, (code,))[0]
 
 
-def _section_values(raw: bytes, codes: tuple[int, ...]) -> list[Any]:
+def _section_values(
+    raw: bytes, codes: tuple[int, ...], sections: list[_Section] | None = None
+) -> list[Any]:
     """The decoded value of the first section of each of ``codes`` (None where absent), from
-    one parse of the message's sections."""
+    one parse of the message's sections (``sections``, when the caller has them already)."""
     first: dict[int, _Section] = {}
-    for section in _sections(raw):
+    for section in _sections(raw) if sections is None else sections:
         first.setdefault(section.code, section)
     values: list[Any] = []
     for code in codes:
@@ -137,9 +142,9 @@ def _field(values: Any, index: int) -> Any:
     return values[index] if isinstance(values, list) and len(values) > index else None
 
 
-def facts_of(raw: bytes) -> MessageFacts:
+def facts_of(raw: bytes, sections: list[_Section] | None = None) -> MessageFacts:
     properties, application, header, annotations = _section_values(
-        raw, (_PROPERTIES, _APPLICATION_PROPERTIES, _HEADER, _MESSAGE_ANNOTATIONS)
+        raw, (_PROPERTIES, _APPLICATION_PROPERTIES, _HEADER, _MESSAGE_ANNOTATIONS), sections
     )
     ttl_ms = _field(header, 2)
     scheduled = None
@@ -164,13 +169,24 @@ def facts_of(raw: bytes) -> MessageFacts:
     )
 
 
-def decode_transfer(raw: bytes) -> list[bytes]:
-    """The encoded messages carried by one transfer: several for a batch, else the transfer."""
+def _transfer_messages(raw: bytes) -> list[tuple[bytes, list[_Section]]]:
+    """The encoded messages carried by one transfer (several for a batch, else the transfer),
+    each with its sections, every message parsed once."""
     sections = _sections(raw)
     bodies = [s.binary for s in sections if s.code == _DATA_SECTION]
-    if bodies and all(b is not None and _is_message(b) for b in bodies):
-        return [b for b in bodies if b is not None]
-    return [raw]
+    inner: list[tuple[bytes, list[_Section]]] = []
+    for body in bodies:
+        parsed = None if body is None else _message_sections(body)
+        if body is None or parsed is None:
+            return [(raw, sections)]
+        inner.append((body, parsed))
+    return inner or [(raw, sections)]
+
+
+def decode_transfer(raw: bytes) -> list[tuple[bytes, MessageFacts]]:
+    """The encoded messages carried by one transfer (several for a batch, else the transfer),
+    each with its facts."""
+    return [(message, facts_of(message, sections)) for message, sections in _transfer_messages(raw)]
 
 
 def _encode(code: int, value: Any) -> bytes:
@@ -193,8 +209,11 @@ def encode_delivery(
     """
     raw = stored.raw
     sections = _sections(raw)
-    header = section_value(raw, _HEADER)
-    annotations_value = section_value(raw, _MESSAGE_ANNOTATIONS)
+    header, annotations_value, delivery_value, application_value = _section_values(
+        raw,
+        (_HEADER, _MESSAGE_ANNOTATIONS, _DELIVERY_ANNOTATIONS, _APPLICATION_PROPERTIES),
+        sections,
+    )
     annotations: dict[Any, Any] = (
         dict(annotations_value) if isinstance(annotations_value, Mapping) else {}
     )
@@ -223,7 +242,6 @@ def encode_delivery(
     ]
     # Service Bus always sends delivery annotations (an empty map in receive-and-delete mode) and
     # puts the lock token there too (the SDK's tests compare it with the delivery tag's).
-    delivery_value = section_value(raw, _DELIVERY_ANNOTATIONS)
     delivery: dict[Any, Any] = dict(delivery_value) if isinstance(delivery_value, Mapping) else {}
     if lock_token is not None:
         delivery[symbol("x-opt-lock-token")] = lock_token
@@ -236,7 +254,7 @@ def encode_delivery(
             parts.append(_encode(_MESSAGE_ANNOTATIONS, annotations))
             wrote_annotations = True
         if section.code == _APPLICATION_PROPERTIES and stored.extra_properties:
-            application = section_value(raw, _APPLICATION_PROPERTIES) or {}
+            application = application_value or {}
             parts.append(
                 _encode(_APPLICATION_PROPERTIES, {**application, **stored.extra_properties})
             )

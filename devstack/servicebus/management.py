@@ -16,7 +16,7 @@ from typing import Any
 
 from proton import Array, Data, timestamp
 
-from .codec import decode_transfer, encode_delivery, facts_of
+from .codec import decode_transfer, encode_delivery
 from .entities import MessageStore, PublishRefusedError, SendEntity
 
 __all__ = ["ManagementReply", "handle_management"]
@@ -183,8 +183,7 @@ def _schedule(entity: SendEntity, body: Mapping[str, Any], now: float) -> Manage
             return ManagementReply(
                 400, "A scheduled message has no 'message'.", None, "amqp:invalid-field"
             )
-        for part in decode_transfer(bytes(raw)):
-            messages.append((part, facts_of(part)))
+        messages.extend(decode_transfer(bytes(raw)))
     try:
         _result, numbers = entity.schedule(messages, now)
     except PublishRefusedError as refused:
