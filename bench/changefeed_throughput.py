@@ -187,8 +187,12 @@ def _measure(args: argparse.Namespace, latency_ms: float) -> str:
         for n in range(args.rounds):
             if n % 2 == 0:
                 raw.append(_raw(container, args.page, args.docs))
-            bare.append(_raw_with_writes(container, leases, args.page, args.docs, f"w{n}."))
+            # The reference loop and the processor take turns going first, as the raw loop does.
+            if n % 2 == 0:
+                bare.append(_raw_with_writes(container, leases, args.page, args.docs, f"w{n}."))
             strict.append(_processor(container, leases, args.page, args.docs, f"s{n}.", 0.0))
+            if n % 2 == 1:
+                bare.append(_raw_with_writes(container, leases, args.page, args.docs, f"w{n}."))
             batched.append(_processor(container, leases, args.page, args.docs, f"b{n}.", 1.0))
             if n % 2 == 1:
                 raw.append(_raw(container, args.page, args.docs))
