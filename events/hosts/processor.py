@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_SLOTS",
     "SHUTDOWN_TIMEOUT",
+    "SWITCH_INTERVAL_SECONDS",
     "InstanceClaim",
     "Shutdown",
     "build_parser",
@@ -70,6 +71,7 @@ __all__ = [
     "parse_log_level",
     "parse_start_from",
     "run_main",
+    "tune_interpreter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,6 +87,12 @@ _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 _N = TypeVar("_N", int, float)
 
 
+#: The interpreter's thread switch interval in a relay process (Python's default: 5 ms). The
+#: processor overlaps a page read, the handler and a checkpoint write on three threads; when a
+#: response arrives, its thread waits for whichever thread runs Python code to let go of the
+#: interpreter lock, up to the interval. On a fast network those waits add up to a tenth of a
+#: page (docs/performance.md, "The change-feed processor against the reference loop").
+SWITCH_INTERVAL_SECONDS = 0.0005
 #: Processes on one host that get a default instance id; more need ``--instance-id``.
 MAX_SLOTS = 64
 
@@ -422,8 +430,14 @@ def configure_logging(level: str) -> None:
     logging.getLogger("azure").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def tune_interpreter() -> None:
+    """Settings of the whole process that only a host owning it may make (never on import)."""
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+
+
 def run_main(argv: list[str]) -> int:
     args = parse_args(argv)
+    tune_interpreter()
     configure_logging(args.log_level)
     try:
         choose_exporter(os.environ)  # a bad telemetry setting fails before any wait

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 
 import pytest
 
-from events.hosts.processor import build_parser, parse_args, parse_start_from
+from events.deployment.settings import TELEMETRY
+from events.hosts.processor import (
+    SWITCH_INTERVAL_SECONDS,
+    build_parser,
+    parse_args,
+    parse_start_from,
+    run_main,
+)
 
 
 def test_parse_start_from_naive_time_is_utc() -> None:
@@ -81,3 +89,21 @@ def test_parse_args_log_level_any_case_and_deadline_options_parsed() -> None:
     assert (args.log_level, args.handler_timeout, args.shutdown_timeout) == ("DEBUG", 20.0, 5.0)
     assert (default.handler_timeout, default.shutdown_timeout) == (45.0, 25.0)
     assert default.handler_timeout < default.lease_duration
+
+
+def test_run_main_sets_the_relay_process_switch_interval_before_anything_else(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    previous = sys.getswitchinterval()
+    monkeypatch.setenv(TELEMETRY, "no-such-exporter")  # the run stops at its first setting
+    try:
+        sys.setswitchinterval(0.005)
+        code = run_main([])
+        tuned = sys.getswitchinterval()
+    finally:
+        sys.setswitchinterval(previous)
+
+    assert code == 2
+    assert "no-such-exporter" in capsys.readouterr().err
+    assert tuned == pytest.approx(SWITCH_INTERVAL_SECONDS)
+    assert SWITCH_INTERVAL_SECONDS < 0.005
