@@ -29,7 +29,6 @@ __all__ = [
     "encode_delivery",
     "facts_of",
     "plain",
-    "section_value",
 ]
 
 _HEADER = 0x70
@@ -100,11 +99,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {plain(k): plain(v) for k, v in value.items()}
     return value
-
-
-def section_value(raw: bytes, code: int) -> Any:
-    """The decoded value of the first section ``code`` of a message, or None."""
-    return _section_values(raw, (code,))[0]
 
 
 def _section_values(

@@ -27,10 +27,11 @@ The environment is read once per scheme and network location, for the life of th
 
 from __future__ import annotations
 
+import http.client
 import os
 from collections.abc import Iterator, MutableMapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import certifi
 import urllib3
@@ -100,11 +101,11 @@ class CosmosTransport(RequestsTransport):  # type: ignore[misc]
     def proxies_for(self, url: str) -> dict[str, str]:
         """The proxies requests would use for ``url`` (NO_PROXY applied), read once per
         scheme and network location."""
-        return self._route(url)[0]
+        return self._route(url, urlsplit(url))[0]
 
-    def _route(self, url: str) -> tuple[dict[str, str], bool]:
-        """The proxies for ``url``, and whether none of them applies (a direct request)."""
-        parts = urlsplit(url)
+    def _route(self, url: str, parts: SplitResult) -> tuple[dict[str, str], bool]:
+        """The proxies for ``url`` (split as ``parts``), and whether none of them applies (a
+        direct request)."""
         key = (parts.scheme, parts.netloc)
         route = self._routes.get(key)
         if route is None:
@@ -112,7 +113,7 @@ class CosmosTransport(RequestsTransport):  # type: ignore[misc]
             route = self._routes[key] = (proxies, select_proxy(url, proxies) is None)
         return route
 
-    def verify_setting(self, verify: object) -> object:
+    def _verify(self, verify: object) -> object:
         """What ``connection_verify`` means here: True is the CA bundle of the environment
         when one is set (else certifi's), False is no verification, a path is that bundle."""
         if verify is True and self._ca_bundle is not None:
@@ -122,14 +123,18 @@ class CosmosTransport(RequestsTransport):  # type: ignore[misc]
     def send(
         self, request: Any, *, proxies: MutableMapping[str, str] | None = None, **kwargs: Any
     ) -> Any:
+        url = request.url
+        if not _PLAIN_URL_CHARACTERS.issuperset(url):
+            url = requote_uri(url)
+        parts = urlsplit(url)
         if proxies is None:
-            proxies, direct = self._route(request.url)
+            proxies, direct = self._route(url, parts)
         else:
-            direct = select_proxy(request.url, dict(proxies)) is None
-        verify = self.verify_setting(kwargs.pop("connection_verify", self.connection_config.verify))
+            direct = select_proxy(url, dict(proxies)) is None
+        verify = self._verify(kwargs.pop("connection_verify", self.connection_config.verify))
         if not direct or getattr(request, "files", None):
             return super().send(request, proxies=proxies, connection_verify=verify, **kwargs)
-        return self._send_direct(request, verify, **kwargs)
+        return self._send_direct(request, parts, verify, **kwargs)
 
     def close(self) -> None:
         super().close()
@@ -138,6 +143,7 @@ class CosmosTransport(RequestsTransport):  # type: ignore[misc]
     def _send_direct(
         self,
         request: Any,
+        parts: SplitResult,
         verify: object,
         *,
         stream: bool = False,
@@ -149,10 +155,6 @@ class CosmosTransport(RequestsTransport):  # type: ignore[misc]
         if unexpected:
             raise TypeError(f"unexpected request options: {', '.join(sorted(unexpected))}")
         del stream  # Cosmos DB answers are JSON pages: always read whole
-        url = request.url
-        if not _PLAIN_URL_CHARACTERS.issuperset(url):
-            url = requote_uri(url)
-        parts = urlsplit(url)
         pool = self._pools.connection_from_host(
             parts.hostname,
             port=parts.port,
@@ -183,7 +185,8 @@ class CosmosTransport(RequestsTransport):  # type: ignore[misc]
             finally:
                 answer.release_conn()
         except ProtocolError as error:
-            if "IncompleteRead" in str(error):
+            # urllib3 wraps a body cut short as ProtocolError("Connection broken: ...", cause).
+            if any(isinstance(cause, http.client.IncompleteRead) for cause in error.args):
                 raise IncompleteReadError(error, error=error) from error
             raise ServiceResponseError(error, error=error) from error
         except NewConnectionError as error:
