@@ -26,6 +26,7 @@ bookkeeping is reproduced in ``_append`` instead, pinned byte for byte against
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import struct
@@ -71,6 +72,7 @@ from events.core.messages import OutgoingMessage
 from events.core.publisher import group_by_destination
 from events.core.telemetry import send_span
 from events.errors import EventTooLargeError, PublishUnavailableError, SettingsError
+from events.fencing import check_fence
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -436,15 +438,20 @@ class ServiceBusPublisher:
             # Sends are packed in order: this one carries the next len(send) messages.
             count = len(send) if isinstance(send, ServiceBusMessageBatch) else 1
             with send_span(destination.name, group[first : first + count], self._endpoint):
-                self._bounded(
-                    destination,
-                    lambda send=send: sender.send_messages(send, timeout=self._timeout),  # type: ignore[misc]
-                )
+                self._bounded(destination, lambda send=send: self._send(sender, send))  # type: ignore[misc]
             first += count
         # Only accepted sends prove the entity works: opening a link to a missing entity can
         # succeed (the refusal may come with the first transfer).
         self._availability.up(self._where(destination))
         return len(sends)
+
+    def _send(
+        self, sender: ServiceBusSender, send: ServiceBusMessageBatch | ServiceBusMessage
+    ) -> None:
+        """One send, fenced on the thread that performs it (the caller's context copied), so
+        that as little as possible happens between the check and the transfer."""
+        check_fence()
+        sender.send_messages(send, timeout=self._timeout)
 
     def _limits(self, destination: _Destination) -> tuple[int, int]:
         """The link's limit and the batch limit (less the headroom); the first call opens
@@ -505,7 +512,13 @@ class ServiceBusPublisher:
                 done.set()
 
         # A daemon thread: a call hung in the SDK must never keep the process alive.
-        threading.Thread(target=work, name=f"servicebus-{destination.name}", daemon=True).start()
+        # The caller's context goes along: its fence (events.fencing) is checked there.
+        threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(work,),
+            name=f"servicebus-{destination.name}",
+            daemon=True,
+        ).start()
         give_up = time.monotonic() + self._timeout
         while not done.wait(_POLL):
             if self._closed.is_set():

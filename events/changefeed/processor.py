@@ -28,6 +28,10 @@ Guarantees:
   between handler retries.
 - ``start_from`` applies only when a lease is created; an existing lease resumes from its
   checkpoint (or the start recorded when it was created).
+- Each handler call runs under a fence (``events.fencing``) that publishers check before each
+  send: once the lease is no longer held, or has expired by this instance's clock (the
+  process was paused past it), the check raises FencedError, the handler is not retried and
+  the lease is dropped without a checkpoint: its next owner handles the page.
 - A handler still running ``handler_timeout`` seconds after it was called (stuck: a call
   without a deadline, a deadlock) stops the renewal of its lease, with one WARNING naming the
   lease: the lease expires ``lease_duration`` after its last renewal and another instance
@@ -69,6 +73,7 @@ from events.changefeed.feed import (
     is_start,
 )
 from events.changefeed.leases import Lease, LeaseManager, LeaseStore
+from events.fencing import FencedError, fenced
 
 __all__ = ["Backoff", "ChangeFeedProcessor", "Handler", "default_instance_id"]
 
@@ -516,6 +521,33 @@ class ChangeFeedProcessor:
         self._lost(owned)
         return True
 
+    def _hold(self, owned: _Owned) -> None:
+        """The fence of a handler call (``events.fencing``), checked before each send: raises
+        FencedError once the lease was lost, or expired by this instance's clock (the renewer
+        keeps a healthy call's lease ahead of that clock; a paused process's is behind it)."""
+        if not self._is_owned(owned):
+            raise FencedError(f"lease {owned.lease.id} was lost while its page was handled")
+        expires_at = owned.lease.expires_at
+        if expires_at is not None and self._clock() >= expires_at:
+            raise FencedError(
+                f"lease {owned.lease.id} expired at {expires_at.isoformat()} while its page "
+                "was handled"
+            )
+
+    def _fenced_out(self, owned: _Owned, error: FencedError) -> None:
+        """The handler stopped at a send its lease no longer covered: the rest of the page
+        (and the page itself, whose checkpoint is not written) is left to the next owner."""
+        logger.warning(
+            "handler fenced out processor=%s lease=%s: %s; the rest of the page is left to the "
+            "lease's next owner",
+            self.name,
+            owned.lease.id,
+            error,
+            extra={"lease_id": owned.lease.id},
+        )
+        if self._is_owned(owned):
+            self._lost(owned)
+
     def _deliver(self, owned: _Owned, items: list[dict[str, Any]]) -> int:
         """Hand ``items`` to the handler until it returns; the number of attempts, or 0 when
         the page was abandoned (stop requested or lease lost while retrying)."""
@@ -527,7 +559,12 @@ class ChangeFeedProcessor:
                 return 0
             owned.handling_since = self._clock()
             try:
-                self._handler(items)
+                with fenced(lambda: self._hold(owned)):
+                    self._handler(items)
+            except FencedError as exc:
+                owned.handling_since = None
+                self._fenced_out(owned, exc)
+                return 0
             except Exception as exc:  # noqa: BLE001 - every failure is retried: nothing is lost
                 owned.handling_since = None
                 delay = self._backoff.delay(attempt)

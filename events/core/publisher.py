@@ -14,6 +14,7 @@ from typing import Protocol
 from events.core.messages import OutgoingMessage
 from events.core.telemetry import send_span
 from events.errors import EventTooLargeError, PublishUnavailableError
+from events.fencing import check_fence
 
 __all__ = ["InMemoryPublisher", "Publisher", "group_by_destination"]
 
@@ -41,6 +42,10 @@ class Publisher(Protocol):
 
         Returns only when every message is accepted; raises TransientError otherwise (some
         messages may have been sent: duplicate detection drops them on the retry).
+
+        Calls ``events.fencing.check_fence`` immediately before each send, on the thread that
+        sends: a FencedError from it passes through unchanged, and that send and every later
+        one of the call do not happen.
         """
         ...
 
@@ -137,6 +142,7 @@ class InMemoryPublisher:
             self._deliver(destination, batch)
 
     def _deliver(self, destination: str, batch: list[OutgoingMessage]) -> None:
+        check_fence()
         attempt = self.sends + 1
         if attempt in self._fail_on_sends:
             self._fail_on_sends.discard(attempt)

@@ -60,6 +60,7 @@ from events.errors import (
     StoreUnavailableError,
     TransientError,
 )
+from events.fencing import FencedError
 
 __all__ = ["CHUNK_DOCUMENTS", "BatchOutcome", "Feed", "Relay"]
 
@@ -345,7 +346,7 @@ class Relay:
         link_writers(messages)  # the batch span, to each writer's trace
         try:
             return self._publisher.publish(messages)
-        except TransientError:
+        except (TransientError, FencedError):
             raise
         except Exception as exc:
             raise PublishUnavailableError(

@@ -16,6 +16,7 @@ from events.adapters.servicebus import ServiceBusPublisher
 from events.core.messages import OutgoingMessage
 from events.core.publisher import InMemoryPublisher, Publisher
 from events.errors import EventTooLargeError, PublishUnavailableError
+from events.fencing import FencedError, fenced
 from tests.fixtures.telemetry import Recorded
 
 Delivered = tuple[str, str, str, str, bytes, dict[str, str]]
@@ -237,3 +238,38 @@ def test_publisher_traces_one_send_span_per_send_linked_to_each_writer(
         assert span.status.status_code is StatusCode.UNSET
     linked = {link.context.trace_id for s in spans for link in s.links}
     assert linked == {int(w.split("-")[1], 16) for w in writers}
+
+
+def test_publisher_checks_the_fence_once_per_send_right_before_it(harness: Harness) -> None:
+    checks: list[int] = []
+    messages = [_message(f"m-{n}", "s", size=200_000) for n in range(3)]
+
+    with fenced(lambda: checks.append(harness.sends())):
+        sends = harness.publisher.publish(messages)
+
+    # Each check saw the sends before it, and none of its own: it came first.
+    assert checks == list(range(checks[0], checks[0] + sends))
+    assert sends > 1
+    assert [d[0] for d in harness.read("integration-events", ["s"])] == ["m-0", "m-1", "m-2"]
+
+
+def test_publisher_fenced_out_sends_nothing_more_and_raises_fenced_error(
+    harness: Harness,
+) -> None:
+    allowed = 1
+
+    def fence() -> None:
+        nonlocal allowed
+        if allowed == 0:
+            raise FencedError("the lease expired")
+        allowed -= 1
+
+    messages = [_message(f"m-{n}", "s", size=200_000) for n in range(3)]
+
+    with fenced(fence), pytest.raises(FencedError):
+        harness.publisher.publish(messages)
+
+    assert [d[0] for d in harness.read("integration-events", ["s"])] == ["m-0"]
+    # Outside a fence, the same publisher sends as before (a FencedError broke nothing).
+    before = harness.sends()
+    assert harness.publisher.publish(messages[1:]) == harness.sends() - before > 0

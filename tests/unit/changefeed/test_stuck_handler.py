@@ -15,6 +15,7 @@ import pytest
 
 from events.changefeed import ChangeFeedProcessor, InMemoryChangeFeed, InMemoryLeaseStore
 from events.changefeed.leases import Lease
+from events.fencing import check_fence
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LEASE_ID = "p.00-FF"
@@ -51,6 +52,7 @@ def _processor(
     handler: Callable[[list[dict[str, Any]]], object],
     clock: Clock,
     instance_id: str,
+    handler_timeout: float = 5.0,
 ) -> ChangeFeedProcessor:
     return ChangeFeedProcessor(
         feed,
@@ -62,7 +64,7 @@ def _processor(
         lease_duration=10.0,
         renew_interval=0.5,  # the renewer thread wakes every 0.25 s of real time
         acquire_interval=1.0,
-        handler_timeout=5.0,
+        handler_timeout=handler_timeout,
         clock=clock,
     )
 
@@ -178,3 +180,85 @@ def test_processor_page_read_before_its_lease_expired_is_not_handled_after(
     second = _processor(feed, store, lambda docs: handled.extend(d["id"] for d in docs), clock, "b")
     second.run_once()
     assert handled == ["d1"]
+
+
+def test_processor_handler_paused_past_its_lease_is_fenced_at_its_next_send(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    feed.write({"id": "d1", "pk": "d1"}, partition_key="d1")
+    sent: list[str] = []
+    calls = 0
+
+    def pausing(documents: list[dict[str, Any]]) -> None:
+        # Two sends; the process is stopped for 11 s (the lease is 10 s) between them.
+        nonlocal calls
+        calls += 1
+        check_fence()
+        sent.append("first")
+        clock.advance(11)
+        check_fence()
+        sent.append("second")
+
+    first = _processor(feed, store, pausing, clock, "a")
+    caplog.set_level(logging.WARNING, logger="events.changefeed")
+
+    assert first.run_once() == 0
+
+    assert (sent, calls) == (["first"], 1)  # not retried: the page is the next owner's
+    assert first.owned_leases == []
+    assert any("handler fenced out" in r.getMessage() for r in caplog.records)
+    assert _lease(store).continuation is None  # no checkpoint for the fenced page
+    taken_over: list[str] = []
+    second = _processor(
+        feed, store, lambda docs: taken_over.extend(d["id"] for d in docs), clock, "b"
+    )
+    second.run_once()
+    assert taken_over == ["d1"]
+
+
+def test_processor_fence_reads_the_renewed_lease_not_the_one_the_call_began_with() -> None:
+    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    feed.write({"id": "d1", "pk": "d1"}, partition_key="d1")
+    passed: list[datetime] = []
+
+    def slow(documents: list[dict[str, Any]]) -> None:
+        # 12 s of sends in all, more than the 10 s lease; the renewer keeps it ahead.
+        for _ in range(3):
+            clock.advance(4)
+            renewed = _lease(store).expires_at
+            assert _until(lambda: _lease(store).expires_at != renewed)  # noqa: B023 - awaited here
+            check_fence()
+            passed.append(clock())
+
+    processor = _processor(feed, store, slow, clock, "a", handler_timeout=60.0)
+    stop = threading.Event()
+    runner = threading.Thread(target=processor.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        assert _until(lambda: len(passed) == 3)
+        assert _until(lambda: _lease(store).continuation is not None)
+    finally:
+        stop.set()
+        runner.join(BOUND)
+    assert not runner.is_alive()
+    assert passed[-1] - T0 >= timedelta(seconds=12)
+
+
+def test_processor_fence_refuses_once_the_lease_is_no_longer_held_before_it_expires() -> None:
+    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    feed.write({"id": "d1", "pk": "d1"}, partition_key="d1")
+    sent: list[str] = []
+    processor: ChangeFeedProcessor | None = None
+
+    def losing(documents: list[dict[str, Any]]) -> None:
+        assert processor is not None
+        processor.release_all()  # no longer held, as after a renewal that found it taken
+        check_fence()
+        sent.append("sent")
+
+    processor = _processor(feed, store, losing, clock, "a")
+
+    processor.run_once()
+
+    assert sent == []
