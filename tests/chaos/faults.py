@@ -195,6 +195,11 @@ class RelayProcess:
             process.kill()
             process.wait(timeout=10)
 
+    def log_count(self, text: str) -> int:
+        """How many lines of every relay's log contain ``text``."""
+        log = self._log_path.read_text(encoding="utf-8", errors="replace")
+        return sum(text in line for line in log.splitlines())
+
     def log_tail(self, lines: int = 40) -> str:
         text = self._log_path.read_text(encoding="utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])

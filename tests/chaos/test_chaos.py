@@ -200,6 +200,8 @@ def test_chaos_relay_under_seeded_faults_loses_duplicates_and_reorders_nothing(
     print(f"faults: {faults}")
     print(
         f"relay starts={stack.relay.starts} unexpected_exits={stack.relay.unexpected_exits} "
+        f"fenced_out={stack.relay.log_count('handler fenced out')} "
+        f"pages_left_expired={stack.relay.log_count('lease expired before its page')} "
         f"broker dropped_connections={stack.bus.stats.dropped_connections} "
         f"duplicates_absorbed={sum(stack.bus.stats.duplicates.values())} "
         f"proxy resets={stack.broker_proxy.stats.reset} "
