@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
@@ -20,24 +20,11 @@ from events.core.publisher import InMemoryPublisher
 from events.core.quarantine import InMemoryQuarantine
 from events.core.relay import Relay
 from tests import factories
+from tests.clock import ManualClock
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 BOUND = 30.0  # seconds any wait in this test may take at most
 LEASE_SECONDS = 10.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += timedelta(seconds=seconds)
 
 
 class PausedAfterFirstSend(InMemoryPublisher):
@@ -60,7 +47,7 @@ def _processor(
     feed: InMemoryChangeFeed,
     leases: InMemoryLeaseStore,
     publisher: InMemoryPublisher,
-    clock: Clock,
+    clock: ManualClock,
     instance_id: str,
 ) -> ChangeFeedProcessor:
     config = factories.settings()
@@ -97,7 +84,7 @@ def _sequences(publisher: InMemoryPublisher, order_id: str) -> list[int]:
 def test_relay_paused_past_its_lease_mid_batch_never_sends_an_older_state_after_a_newer(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock, feed, leases = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    clock, feed, leases = ManualClock(T0), InMemoryChangeFeed(), InMemoryLeaseStore()
     publisher = PausedAfterFirstSend()
     old = _processor(feed, leases, publisher, clock, "old")
     successor = _processor(feed, leases, publisher, clock, "successor")

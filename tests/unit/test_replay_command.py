@@ -25,22 +25,15 @@ from events.hosts.replay import (
     window_warnings,
 )
 from tests import factories
+from tests.clock import ManualClock
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 PREFIX = replay_prefix("relay-orders.", T0)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def _history() -> InMemoryChangeFeed:
     """order-before at T0, order-in-1..3 at T0+10..12 s, order-after at T0+30 s; 2 ranges."""
-    clock = Clock()
+    clock = ManualClock(T0)
     feed = InMemoryChangeFeed(ranges=2, clock=clock)
     feed.write(factories.placed("order-before", "e-0"), "order-before")
     for n in (1, 2, 3):
@@ -209,7 +202,7 @@ def test_parse_time_any_text_is_an_aware_time_or_an_argument_error(text: str) ->
 def test_replay_any_window_sends_exactly_the_documents_whose_ts_is_inside(
     since: int, length: int, stamps: list[int]
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     feed, store = InMemoryChangeFeed(ranges=3, clock=clock), InMemoryLeaseStore()
     expected = set()
     for n, offset in enumerate(sorted(stamps)):

@@ -11,20 +11,10 @@ import pytest
 from events.changefeed import ChangeFeedProcessor, InMemoryChangeFeed, InMemoryLeaseStore
 from events.errors import SettingsError
 from events.hosts.processor import MAX_SLOTS, claim_instance_id
+from tests.clock import ManualClock
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LEASE_DURATION = 60.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class Recorder:
@@ -36,7 +26,11 @@ class Recorder:
 
 
 def _processor(
-    feed: InMemoryChangeFeed, store: InMemoryLeaseStore, handler: Recorder, clock: Clock, who: str
+    feed: InMemoryChangeFeed,
+    store: InMemoryLeaseStore,
+    handler: Recorder,
+    clock: ManualClock,
+    who: str,
 ) -> ChangeFeedProcessor:
     return ChangeFeedProcessor(
         feed,
@@ -92,7 +86,7 @@ def test_claim_instance_id_odd_host_name_safe_lease_owner(tmp_path: Path) -> Non
 
 
 def test_processor_restarted_with_same_id_reclaims_its_leases_before_expiry() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(ranges=2), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(ranges=2), InMemoryLeaseStore()
     _write(feed, "d1", "d2")
     before, after = Recorder(), Recorder()
     crashed = _processor(feed, store, before, clock, "relay-vm-1")
@@ -116,7 +110,7 @@ def test_processor_restarted_with_same_id_reclaims_its_leases_before_expiry() ->
 
 
 def test_processor_other_id_while_leases_unexpired_waits_for_expiry() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(ranges=1), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(ranges=1), InMemoryLeaseStore()
     _write(feed, "d1")
     crashed = _processor(feed, store, Recorder(), clock, "relay-vm-1")
     crashed.run_once()

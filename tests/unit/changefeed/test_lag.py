@@ -11,19 +11,9 @@ from events.changefeed import InMemoryChangeFeed, InMemoryLeaseStore
 from events.changefeed.feed import FeedRange
 from events.changefeed.lag import estimate_lag, measure_lag
 from events.changefeed.leases import Lease
+from tests.clock import ManualClock
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def _lease(store: InMemoryLeaseStore, continuation: str | None, owner: str | None = "a") -> None:
@@ -41,7 +31,7 @@ def _lease(store: InMemoryLeaseStore, continuation: str | None, owner: str | Non
 
 
 def test_measure_lag_time_behind_is_the_age_of_the_oldest_pending_change() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     feed, store = InMemoryChangeFeed(clock=clock), InMemoryLeaseStore()
     checkpoint = str(feed.write({"id": "handled"}, "k"))
     clock.advance(10)
@@ -59,7 +49,7 @@ def test_measure_lag_time_behind_is_the_age_of_the_oldest_pending_change() -> No
 
 
 def test_measure_lag_caught_up_is_zero_changes_and_zero_seconds() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     feed, store = InMemoryChangeFeed(clock=clock), InMemoryLeaseStore()
     last = str(feed.write({"id": "d1"}, "k"))
     clock.advance(100)
@@ -107,7 +97,7 @@ def test_measure_lag_reads_without_moving_the_checkpoint() -> None:
 def test_measure_lag_any_history_counts_distinct_documents_changed_after_the_checkpoint(
     writes: list[tuple[str, int]], handled: int, page_size: int
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     feed, store = InMemoryChangeFeed(clock=clock), InMemoryLeaseStore()
     stamps: dict[str, datetime] = {}
     checkpoint = "0"

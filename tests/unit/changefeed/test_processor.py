@@ -21,20 +21,10 @@ from events.changefeed import (
 from events.changefeed.feed import ChangeFeed, FeedRange, Page, Position, StartFrom
 from events.changefeed.leases import Lease
 from events.errors import PublishUnavailableError, StoreUnavailableError
+from tests.clock import ManualClock
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LEASE_ID = "p.00-FF"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class Recorder:
@@ -62,7 +52,7 @@ def _processor(
     feed: ChangeFeed,
     store: InMemoryLeaseStore,
     handler: Recorder,
-    clock: Clock,
+    clock: ManualClock,
     *,
     instance_id: str = "a",
     start_from: StartFrom = "beginning",
@@ -99,7 +89,11 @@ def test_backoff_delays_double_up_to_the_cap() -> None:
 
 
 def test_processor_handler_succeeds_checkpoint_written_after_handler() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(clock=Clock()), InMemoryLeaseStore()
+    clock, feed, store = (
+        ManualClock(T0),
+        InMemoryChangeFeed(clock=ManualClock(T0)),
+        InMemoryLeaseStore(),
+    )
     _write(feed, "d1", "d2", "d3")
     handler = Recorder()
     handler.store = store
@@ -116,7 +110,7 @@ def test_processor_handler_succeeds_checkpoint_written_after_handler() -> None:
 
 
 def test_processor_transient_failure_retried_with_backoff_checkpoint_unchanged() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(), InMemoryLeaseStore()
     _write(feed, "d1")
     processor = _processor(feed, store, Recorder(), clock, max_items=1)
     processor.run_once()
@@ -136,7 +130,7 @@ def test_processor_transient_failure_retried_with_backoff_checkpoint_unchanged()
 
 
 def test_processor_permanent_failure_is_retried_too() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(), InMemoryLeaseStore()
     _write(feed, "d1")
     handler = Recorder(fail_times=1, error=ValueError("bug"))
 
@@ -148,7 +142,7 @@ def test_processor_permanent_failure_is_retried_too() -> None:
 
 
 def test_processor_stop_while_retrying_abandons_batch_without_checkpoint() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(), InMemoryLeaseStore()
     _write(feed, "d1", "d2")
     handler = Recorder(fail_times=1_000)
     processor = _processor(feed, store, handler, clock)
@@ -171,7 +165,7 @@ def test_processor_stop_while_retrying_abandons_batch_without_checkpoint() -> No
 
 
 def test_processor_lease_expired_other_instance_takes_over_from_checkpoint() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(), InMemoryLeaseStore()
     _write(feed, "d1", "d2")
     first, second = Recorder(), Recorder()
     a = _processor(feed, store, first, clock, instance_id="a")
@@ -192,7 +186,7 @@ def test_processor_lease_expired_other_instance_takes_over_from_checkpoint() -> 
 
 
 def test_processor_two_instances_split_four_ranges_two_each() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(ranges=4), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(ranges=4), InMemoryLeaseStore()
     ids = [f"d{i}" for i in range(40)]
     _write(feed, *ids)
     first, second = Recorder(), Recorder()
@@ -214,7 +208,7 @@ def test_processor_two_instances_split_four_ranges_two_each() -> None:
 
 
 def test_processor_start_from_now_applies_only_without_lease() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(), InMemoryLeaseStore()
     _write(feed, "old1", "old2")
     first = Recorder()
     a = _processor(feed, store, first, clock, start_from="now")
@@ -232,8 +226,8 @@ def test_processor_start_from_now_applies_only_without_lease() -> None:
 
 
 def test_processor_start_from_time_skips_older_changes() -> None:
-    feed_clock = Clock()
-    clock, feed, store = Clock(), InMemoryChangeFeed(clock=feed_clock), InMemoryLeaseStore()
+    feed_clock = ManualClock(T0)
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(clock=feed_clock), InMemoryLeaseStore()
     _write(feed, "old")
     feed_clock.advance(60)
     _write(feed, "recent")
@@ -269,7 +263,7 @@ def test_processor_run_until_stopped_releases_leases_with_checkpoint() -> None:
 
 
 def test_estimate_lag_counts_documents_after_checkpoint() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(), InMemoryLeaseStore()
     _write(feed, "d1", "d2")
     _processor(feed, store, Recorder(), clock).run_once()
     _write(feed, "d3", "d4", "d5")
@@ -291,7 +285,7 @@ def test_processor_bad_settings_rejected(bad: dict[str, Any]) -> None:
 
 
 def test_processor_checkpoint_interval_defers_write_until_interval_passed() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(), InMemoryLeaseStore()
     _write(feed, "d1", "d2", "d3")
     processor = ChangeFeedProcessor(
         feed,
@@ -393,7 +387,7 @@ def _wait_for(condition: Any, timeout: float = 5.0) -> None:
 
 
 def test_processor_run_checkpoint_never_ahead_of_handled_page_and_one_per_page() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(), InterferingStore(at="never")
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(), InterferingStore(at="never")
     _write(feed, "d1", "d2", "d3", "d4", "d5")
     stop = threading.Event()
 
@@ -422,7 +416,7 @@ def test_processor_run_checkpoint_never_ahead_of_handled_page_and_one_per_page()
 
 def test_processor_checkpoint_lost_stops_lease_prefetched_page_not_handled() -> None:
     feed = RecordingFeed(InMemoryChangeFeed())
-    clock, store = Clock(), InterferingStore(at="2", hold=feed.read_again)
+    clock, store = ManualClock(T0), InterferingStore(at="2", hold=feed.read_again)
     _write(feed.feed, "d1", "d2", "d3", "d4")
     handler = Recorder()
     stop = threading.Event()
@@ -451,7 +445,7 @@ def test_processor_checkpoint_lost_stops_lease_prefetched_page_not_handled() -> 
 
 
 def test_processor_crash_between_handler_and_checkpoint_replays_only_that_page() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(), InterferingStore(at="4", crash=True)
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(), InterferingStore(at="4", crash=True)
     _write(feed, "d1", "d2", "d3", "d4", "d5", "d6")
     first, second = Recorder(), Recorder()
     a = _processor(feed, store, first, clock, instance_id="a", max_items=2)
@@ -495,7 +489,7 @@ def test_processor_run_reads_next_page_while_handler_runs() -> None:
 
 
 def test_processor_page_read_ahead_is_used_once_after_handler_retry() -> None:
-    clock, feed, store = Clock(), RecordingFeed(InMemoryChangeFeed()), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), RecordingFeed(InMemoryChangeFeed()), InMemoryLeaseStore()
     _write(feed.feed, "d1", "d2", "d3", "d4")
     handler, sleeps = Recorder(fail_times=1), list[float]()
     processor = _processor(feed, store, handler, clock, sleeps=sleeps, max_items=2)
@@ -510,7 +504,11 @@ def test_processor_page_read_ahead_is_used_once_after_handler_retry() -> None:
 
 
 def test_processor_failed_read_ahead_is_read_again_nothing_skipped() -> None:
-    clock, feed, store = Clock(), FlakyFeed(InMemoryChangeFeed(), fail_at="2"), InMemoryLeaseStore()
+    clock, feed, store = (
+        ManualClock(T0),
+        FlakyFeed(InMemoryChangeFeed(), fail_at="2"),
+        InMemoryLeaseStore(),
+    )
     _write(feed.feed, "d1", "d2", "d3", "d4")
     handler = Recorder()
     processor = _processor(feed, store, handler, clock, max_items=2)

@@ -16,24 +16,11 @@ import pytest
 from events.changefeed import ChangeFeedProcessor, InMemoryChangeFeed, InMemoryLeaseStore
 from events.changefeed.leases import Lease
 from events.fencing import check_fence
+from tests.clock import ManualClock
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LEASE_ID = "p.00-FF"
 BOUND = 30.0  # seconds any wait in this test may take at most
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += timedelta(seconds=seconds)
 
 
 def _until(condition: Callable[[], bool]) -> bool:
@@ -50,7 +37,7 @@ def _processor(
     feed: InMemoryChangeFeed,
     store: InMemoryLeaseStore,
     handler: Callable[[list[dict[str, Any]]], object],
-    clock: Clock,
+    clock: ManualClock,
     instance_id: str,
     handler_timeout: float = 5.0,
 ) -> ChangeFeedProcessor:
@@ -78,7 +65,7 @@ def _lease(store: InMemoryLeaseStore) -> Lease:
 def test_processor_stuck_handler_stops_renewing_and_second_instance_takes_over(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(), InMemoryLeaseStore()
     feed.write({"id": "d1", "pk": "d1"}, partition_key="d1")
     entered, release = threading.Event(), threading.Event()
 
@@ -145,7 +132,7 @@ class _PausingFeed(InMemoryChangeFeed):
     """A feed whose next read takes ``pause`` seconds of the injected clock: the process was
     stopped (SIGSTOP, a VM pause) between reading a page and handling it."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: ManualClock) -> None:
         super().__init__()
         self.clock_to_advance = clock
         self.pause = 0.0
@@ -161,7 +148,7 @@ class _PausingFeed(InMemoryChangeFeed):
 def test_processor_page_read_before_its_lease_expired_is_not_handled_after(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock, store = Clock(), InMemoryLeaseStore()
+    clock, store = ManualClock(T0), InMemoryLeaseStore()
     feed = _PausingFeed(clock)
     handled: list[str] = []
     first = _processor(feed, store, lambda docs: handled.extend(d["id"] for d in docs), clock, "a")
@@ -185,7 +172,7 @@ def test_processor_page_read_before_its_lease_expired_is_not_handled_after(
 def test_processor_handler_paused_past_its_lease_is_fenced_at_its_next_send(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(), InMemoryLeaseStore()
     feed.write({"id": "d1", "pk": "d1"}, partition_key="d1")
     sent: list[str] = []
     calls = 0
@@ -218,7 +205,7 @@ def test_processor_handler_paused_past_its_lease_is_fenced_at_its_next_send(
 
 
 def test_processor_fence_reads_the_renewed_lease_not_the_one_the_call_began_with() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(), InMemoryLeaseStore()
     feed.write({"id": "d1", "pk": "d1"}, partition_key="d1")
     passed: list[datetime] = []
 
@@ -246,7 +233,7 @@ def test_processor_fence_reads_the_renewed_lease_not_the_one_the_call_began_with
 
 
 def test_processor_fence_refuses_once_the_lease_is_no_longer_held_before_it_expires() -> None:
-    clock, feed, store = Clock(), InMemoryChangeFeed(), InMemoryLeaseStore()
+    clock, feed, store = ManualClock(T0), InMemoryChangeFeed(), InMemoryLeaseStore()
     feed.write({"id": "d1", "pk": "d1"}, partition_key="d1")
     sent: list[str] = []
     processor: ChangeFeedProcessor | None = None

@@ -9,19 +9,9 @@ import pytest
 from events.core.consumer import IdempotentConsumer, InMemoryInbox, Outcome, payload_hash
 from events.core.envelope import IntegrationEvent, sequence_of
 from events.errors import EventInProgressError, PayloadMismatchError, is_transient
+from tests.clock import ManualClock
 
 START = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def _event(
@@ -72,7 +62,7 @@ def test_idempotent_consumer_redelivery_with_other_payload_raises_permanent_mism
 
 
 def test_idempotent_consumer_live_claim_of_another_delivery_raises_transient_in_progress() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     inbox = InMemoryInbox(clock)
     inner: list[Outcome | BaseException] = []
 
@@ -93,7 +83,7 @@ def test_idempotent_consumer_live_claim_of_another_delivery_raises_transient_in_
 
 
 def test_idempotent_consumer_expired_claim_of_a_crashed_delivery_is_taken_over() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     inbox = InMemoryInbox(clock)
     handled: list[str] = []
     crashed = IdempotentConsumer("billing", inbox, lambda e: None, clock=clock, claim_seconds=60)
@@ -133,7 +123,7 @@ def test_idempotent_consumer_handler_failure_releases_the_claim_for_the_redelive
 
 
 def test_idempotent_consumer_record_expires_after_retention_then_handles_again() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     handled: list[str] = []
     consumer = IdempotentConsumer(
         "billing",
@@ -155,7 +145,7 @@ def test_idempotent_consumer_record_expires_after_retention_then_handles_again()
 def test_idempotent_consumer_lost_claim_is_logged_and_still_handled(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     inbox = InMemoryInbox(clock)
 
     def slow(event: IntegrationEvent) -> None:
