@@ -27,7 +27,6 @@ __all__ = [
     "DecodeError",
     "decode_transfer",
     "encode_delivery",
-    "facts_of",
     "plain",
 ]
 
@@ -101,13 +100,11 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _section_values(
-    raw: bytes, codes: tuple[int, ...], sections: list[_Section] | None = None
-) -> list[Any]:
+def _section_values(raw: bytes, codes: tuple[int, ...], sections: list[_Section]) -> list[Any]:
     """The decoded value of the first section of each of ``codes`` (None where absent), from
-    one parse of the message's sections (``sections``, when the caller has them already)."""
+    the message's sections, parsed once by the caller."""
     first: dict[int, _Section] = {}
-    for section in _sections(raw) if sections is None else sections:
+    for section in sections:
         first.setdefault(section.code, section)
     values: list[Any] = []
     for code in codes:
@@ -136,7 +133,7 @@ def _field(values: Any, index: int) -> Any:
     return values[index] if isinstance(values, list) and len(values) > index else None
 
 
-def facts_of(raw: bytes, sections: list[_Section] | None = None) -> MessageFacts:
+def _facts_of(raw: bytes, sections: list[_Section]) -> MessageFacts:
     properties, application, header, annotations = _section_values(
         raw, (_PROPERTIES, _APPLICATION_PROPERTIES, _HEADER, _MESSAGE_ANNOTATIONS), sections
     )
@@ -180,7 +177,9 @@ def _transfer_messages(raw: bytes) -> list[tuple[bytes, list[_Section]]]:
 def decode_transfer(raw: bytes) -> list[tuple[bytes, MessageFacts]]:
     """The encoded messages carried by one transfer (several for a batch, else the transfer),
     each with its facts."""
-    return [(message, facts_of(message, sections)) for message, sections in _transfer_messages(raw)]
+    return [
+        (message, _facts_of(message, sections)) for message, sections in _transfer_messages(raw)
+    ]
 
 
 def _encode(code: int, value: Any) -> bytes:

@@ -502,13 +502,20 @@ class ChangeFeedProcessor:
         self._availability.up(key)
         return page
 
+    def _lapsed(self, owned: _Owned) -> datetime | None:
+        """The lease's expiry when this instance's clock has reached it, else None."""
+        expires_at = owned.lease.expires_at
+        if expires_at is None or self._clock() < expires_at:
+            return None
+        return expires_at
+
     def _expired(self, owned: _Owned) -> bool:
         """True (and the lease dropped) when the lease expired by this instance's clock since
         it was last written: another instance may own the range and have handled newer
         changes, so handling an older page now could publish an aggregate's old state after
         its new one (a paused process resuming, split brain). The page is left to the owner."""
-        expires_at = owned.lease.expires_at
-        if expires_at is None or self._clock() < expires_at:
+        expires_at = self._lapsed(owned)
+        if expires_at is None:
             return False
         logger.warning(
             "lease expired before its page was handled processor=%s lease=%s expired_at=%s: "
@@ -527,8 +534,8 @@ class ChangeFeedProcessor:
         keeps a healthy call's lease ahead of that clock; a paused process's is behind it)."""
         if not self._is_owned(owned):
             raise FencedError(f"lease {owned.lease.id} was lost while its page was handled")
-        expires_at = owned.lease.expires_at
-        if expires_at is not None and self._clock() >= expires_at:
+        expires_at = self._lapsed(owned)
+        if expires_at is not None:
             raise FencedError(
                 f"lease {owned.lease.id} expired at {expires_at.isoformat()} while its page "
                 "was handled"
